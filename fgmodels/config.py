@@ -56,8 +56,22 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "max_train_batches": None,  # cap per epoch (smoke tests, benchmarks)
     "max_eval_batches": None,
     "log_every": 20,
-    "inject_nan_at_step": None,  # fault injection for tests of divergence handling
+    "inject_nan_at_step": None,  # fault injection: the loss becomes NaN at this global step
+    "simulate_oom_above_batch": None,  # fault injection: a step with a larger micro-batch raises OutOfMemoryError
 }
+
+
+# Names people type from other tools, mapped to ours for "did you mean" hints.
+_ALIASES = {
+    "learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "optimizer": "opt",
+    "scheduler": "sched", "num_epochs": "epochs", "model": "backbone", "image_size": "img_size",
+}
+
+
+def suggest_key(key: str, allowed: set[str]) -> str:
+    """A '; did you mean ...?' hint, or '' when nothing is close."""
+    close = [_ALIASES[key]] if _ALIASES.get(key) in allowed else difflib.get_close_matches(key, allowed, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class ConfigError(ValueError):
@@ -82,10 +96,8 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     allowed = set(TRAIN_DEFAULTS) | set(cls.hparams)
     for key in cfg:
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
-                f"unknown config key {key!r} for method {method!r}{hint} "
+                f"unknown config key {key!r} for method {method!r}{suggest_key(key, allowed)} "
                 f"(method knobs: {sorted(cls.hparams)})"
             )
     out = dict(TRAIN_DEFAULTS)

@@ -41,6 +41,9 @@ class FGVCMethod(nn.Module):
     hparams: ClassVar[dict[str, Any]] = {}
     backbone_passes: ClassVar[int] = 1
     default_backbone: ClassVar[str] = "resnet50"
+    # True when ``predict`` itself needs autograd (Grad-CAM at test time): the
+    # loop then evaluates under ``enable_grad`` instead of ``no_grad``.
+    predict_needs_grad: ClassVar[bool] = False
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
         raise NotImplementedError

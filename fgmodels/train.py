@@ -1,0 +1,89 @@
+"""Train one configuration without Ray.
+
+    python -m fgmodels.train --method baseline --data synthetic --epochs 3
+    python -m fgmodels.train --config results/<search>/best_config.yaml --test
+
+Any config key can be set with ``--set key=value`` (values parsed as YAML).
+The official test split is only touched with ``--test``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fgmodels.config import ConfigError, load_config, resolve_config
+from fgmodels.engine import TrialDiverged, evaluate_checkpoint, fit
+
+_DIRECT = ("method", "backbone", "data", "data_root", "epochs", "batch_size", "lr", "seed", "device", "img_size")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m fgmodels.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", help="YAML file of config keys (e.g. best_config.yaml from a search)")
+    p.add_argument("--method")
+    p.add_argument("--backbone")
+    p.add_argument("--data", help="synthetic | cub | aircraft | cars | dogs | imagefolder")
+    p.add_argument("--data-root", dest="data_root")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--img-size", dest="img_size", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config key")
+    p.add_argument("--workdir", default=None, help="where checkpoints and metrics go (default runs/<method>-<data>)")
+    p.add_argument("--resume", action="store_true", help="continue from <workdir>/checkpoint")
+    p.add_argument("--test", action="store_true", help="evaluate the best checkpoint once on the official test split")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> dict[str, Any]:
+    cfg: dict[str, Any] = load_config(args.config) if args.config else {}
+    for key in _DIRECT:
+        value = getattr(args, key)
+        if value is not None:
+            cfg[key] = value
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        cfg[key.strip()] = yaml.safe_load(value)
+    return resolve_config(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    try:
+        cfg = build_config(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir or f"runs/{cfg['method']}-{cfg['data']}")
+    resume = workdir / "checkpoint" if args.resume else None
+    if resume is None and (workdir / "checkpoint" / "state.pt").exists():
+        print(f"error: {workdir} already holds a run; pass --resume to continue it or --workdir for a new one",
+              file=sys.stderr)
+        return 2
+    try:
+        result = fit(cfg, workdir, resume_from=resume, progress=not args.no_progress)
+    except TrialDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    summary: dict[str, Any] = {"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch + 1}
+    if args.test:
+        summary["test"] = evaluate_checkpoint(result.best_dir, cfg, split="test")
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
