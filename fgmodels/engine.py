@@ -109,8 +109,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, cfg: di
     correct = torch.zeros((), device=device)
     loss_sum = torch.zeros((), device=device)
     seen = 0
-    grad_mode = torch.enable_grad() if getattr(model, "predict_needs_grad", False) else torch.no_grad()
-    with grad_mode:
+    with torch.no_grad():
         for i, (images, labels) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break

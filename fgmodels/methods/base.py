@@ -41,15 +41,15 @@ class FGVCMethod(nn.Module):
     hparams: ClassVar[dict[str, Any]] = {}
     backbone_passes: ClassVar[int] = 1
     default_backbone: ClassVar[str] = "resnet50"
-    # True when ``predict`` itself needs autograd (Grad-CAM at test time): the
-    # loop then evaluates under ``enable_grad`` instead of ``no_grad``.
-    predict_needs_grad: ClassVar[bool] = False
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
         raise NotImplementedError
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits the method is evaluated with (the paper's test-time rule)."""
+        """Logits the method is evaluated with (the paper's test-time rule).
+
+        The loop calls it under ``torch.no_grad()``; a method that needs autograd
+        at test time (Grad-CAM) re-enables it locally with ``torch.enable_grad()``."""
         raise NotImplementedError
 
     def on_epoch_start(self, epoch: int) -> None:
