@@ -1,0 +1,168 @@
+"""The artefacts of a finished search, written into its folder:
+
+* ``leaderboard.csv`` / ``leaderboard.md`` (and the table in the terminal),
+* ``best_config.yaml``: a plain fgmodels config that ``python -m fgmodels.train --config`` retrains,
+* ``test_result.json``: the best checkpoint on the TEST split, evaluated ONCE
+  (it is never recomputed: an existing file is kept and reported),
+* ``learning_curves.png``, ``knobs_vs_accuracy.png``, ``param_importance.png``,
+* ``best_trial_viz/``: the best trial's visualisation PNGs, when its method has any.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from search import plots
+from search.importance import param_importances
+from search.plan import SearchPlan
+from search.records import TrialRecord
+from search.spaces import SearchSpace
+from search.trainable import VIZ_DIR
+
+LEADERBOARD_CSV, LEADERBOARD_MD = "leaderboard.csv", "leaderboard.md"
+BEST_CONFIG, TEST_RESULT = "best_config.yaml", "test_result.json"
+VIZ_COPY = "best_trial_viz"
+PLOTS = {"curves": "learning_curves.png", "knobs": "knobs_vs_accuracy.png", "importance": "param_importance.png"}
+_STATUS_ORDER = {"completed": 0, "pruned": 0, "unfinished": 1, "diverged": 2, "errored": 3}
+
+
+def rank(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Best first: rankable trials by best val_acc, then diverged, then errored."""
+    def key(r: TrialRecord) -> tuple:
+        acc = r.best_val_acc if not math.isnan(r.best_val_acc) else -1.0
+        return (_STATUS_ORDER[r.status], -acc, r.epochs_run, r.trial_id)
+    return sorted(records, key=key)
+
+
+def best_record(records: list[TrialRecord]) -> TrialRecord | None:
+    ranked = [r for r in rank(records) if r.ranked]
+    return ranked[0] if ranked else None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def leaderboard_rows(records: list[TrialRecord]) -> tuple[list[str], list[list[str]]]:
+    knobs: list[str] = []
+    for r in records:
+        knobs += [k for k in r.knobs if k not in knobs]
+    header = ["rank", "trial_id", "method", *knobs, "best_val_acc", "best_epoch", "epochs_run", "status"]
+    rows = []
+    for i, r in enumerate(rank(records), 1):
+        acc = "" if math.isnan(r.best_val_acc) else f"{r.best_val_acc:.4f}"
+        rows.append([str(i), r.trial_id, r.method, *[_fmt(r.knobs.get(k)) for k in knobs], acc,
+                     str(r.best_epoch or ""), str(r.epochs_run), r.status])
+    return header, rows
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(out)
+
+
+def write_leaderboard(records: list[TrialRecord], folder: Path) -> str:
+    header, rows = leaderboard_rows(records)
+    with open(folder / LEADERBOARD_CSV, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    md = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    md += ["| " + " | ".join(row) + " |" for row in rows]
+    (folder / LEADERBOARD_MD).write_text("\n".join(md) + "\n")
+    return format_table(header, rows)
+
+
+def write_best_config(best: TrialRecord, plan: SearchPlan, folder: Path) -> Path:
+    from fgmodels.config import resolve_config, save_config
+
+    cfg = resolve_config(best.config)  # every key spelled out: retraining does not depend on later defaults
+    path = folder / BEST_CONFIG
+    save_config(cfg, path)
+    header = (f"# best trial {best.trial_id} of search {plan.name!r}: val_acc {best.best_val_acc:.4f} "
+              f"at epoch {best.best_epoch}\n# retrain: python -m fgmodels.train --config {path}\n")
+    path.write_text(header + path.read_text())
+    return path
+
+
+def evaluate_on_test_once(best: TrialRecord, folder: Path) -> dict[str, Any]:
+    """The ONE evaluation of this search on the test split (kept if it exists)."""
+    from fgmodels.engine import evaluate_checkpoint
+
+    path = folder / TEST_RESULT
+    if path.exists():
+        return json.loads(path.read_text()) | {"reused": True}
+    if best.checkpoint is None:
+        raise RuntimeError(f"trial {best.trial_id} has no kept checkpoint to evaluate on the test split")
+    with best.checkpoint.as_directory() as ckpt:
+        metrics = evaluate_checkpoint(ckpt, best.config, split="test")
+    result = {
+        "note": "the only evaluation on the test split in this search; model selection used val_acc only",
+        "trial_id": best.trial_id, "method": best.method, "checkpoint": str(best.checkpoint.path),
+        "best_epoch": best.best_epoch, "val_acc": best.best_val_acc,
+        "test_acc": metrics["acc"], "test_loss": metrics["loss"], "test_images": metrics["n"],
+    }
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def copy_best_viz(best: TrialRecord, folder: Path) -> Path | None:
+    """The best trial's visualisation PNGs (if its method makes any)."""
+    if best.checkpoint is None:
+        return None
+    with best.checkpoint.as_directory() as ckpt:
+        source = Path(ckpt) / VIZ_DIR
+        if not source.is_dir():
+            return None
+        shutil.copytree(source, folder / VIZ_COPY, dirs_exist_ok=True)
+    return folder / VIZ_COPY
+
+
+def write_plots(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, folder: Path) -> dict[str, Path]:
+    importances = param_importances(space, records)
+    (folder / "param_importance.json").write_text(json.dumps(importances, indent=2) + "\n")
+    return {
+        "curves": plots.learning_curves(records, plan.max_epochs, folder / PLOTS["curves"]),
+        "knobs": plots.knob_scatter(records, folder / PLOTS["knobs"]),
+        "importance": plots.importance_bars(importances, folder / PLOTS["importance"]),
+    }
+
+
+def summarize(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, test: bool = True) -> dict[str, Any]:
+    """Write every artefact and print the leaderboard and the test result."""
+    folder = plan.local_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    table = write_leaderboard(records, folder)
+    counts = {s: sum(r.status == s for r in records) for s in ("completed", "pruned", "diverged", "errored", "unfinished")}
+    print("\n" + table)
+    print("trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    out: dict[str, Any] = {"records": records, "counts": counts, "plots": write_plots(records, space, plan, folder)}
+    best = best_record(records)
+    if best is None:
+        print("no trial finished an epoch without error: no best config and no test evaluation")
+        return out
+    out["best"] = best
+    out["best_config"] = write_best_config(best, plan, folder)
+    print(f"best trial {best.trial_id} ({best.method}): val_acc {best.best_val_acc:.4f} at epoch {best.best_epoch}")
+    print(f"best config: {out['best_config']}  (retrain: python -m fgmodels.train --config {out['best_config']})")
+    out["viz"] = copy_best_viz(best, folder)
+    if counts["unfinished"]:
+        print("the search is unfinished: continue it with --resume before trusting a test number")
+    elif test:
+        result = evaluate_on_test_once(best, folder)
+        out["test"] = result
+        again = " (already evaluated earlier: not recomputed)" if result.get("reused") else ""
+        print(f"TEST split (the only test evaluation of this search){again}: acc {result['test_acc']:.4f} "
+              f"on {result['test_images']} images -> {folder / TEST_RESULT}")
+    return out

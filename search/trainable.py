@@ -1,0 +1,161 @@
+"""The Ray Tune function trainable: one trial = one run of the shared training loop.
+
+It knows nothing about models: it turns Ray's config into an fgmodels config,
+runs :class:`fgmodels.engine.Trainer`, reports every epoch with a checkpoint,
+resumes from ``tune.get_checkpoint()`` after an interruption, and turns a
+diverged run into a final ``diverged`` record so the search goes on without a
+Ray retry. If the method offers ``visualize``, the images of the trial's best
+epoch so far are saved as PNGs inside the checkpoint (``viz/``), where the
+W&B callback and the results step find them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+VIZ_DIR = "viz"
+VIZ_EPOCH_FILE = "epoch.txt"
+TRIAL_CONFIG_FILE = "trial_config.yaml"
+VIZ_IMAGES = 8  # images per visualisation grid
+_REPORT_TYPES = (bool, int, float, str)
+
+
+def train_trial(config: dict[str, Any], start_log_dir: str | None = None) -> None:
+    """Ray function trainable (wrap with ``tune.with_parameters``)."""
+    from ray import tune
+
+    from fgmodels.config import save_config
+    from fgmodels.engine import Trainer, TrialDiverged
+    from search.spaces import to_trial_config
+
+    cfg = to_trial_config(config)
+    trial_id = tune.get_context().get_trial_id() or "local"
+    # Ray runs each trial in its own working directory; the trial id keeps
+    # the folder unique even when RAY_CHDIR_TO_TRIAL_DIR=0 shares the cwd.
+    workdir = Path.cwd() / f"fit_{trial_id}"
+    trainer = Trainer(cfg, workdir, progress=False)
+    ckpt_dir = workdir / "checkpoint"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    save_config(trainer.cfg, ckpt_dir / TRIAL_CONFIG_FILE)
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as restored:
+            trainer.resume(restored)
+            _carry_viz(Path(restored), ckpt_dir)
+    _log_start(start_log_dir, trial_id, trainer.start_epoch, checkpoint is not None)
+
+    viz = _Visualizer(trainer)
+
+    def on_epoch_end(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        if trainer.best_epoch == int(metrics["epoch"]) - 1:  # this epoch is the new best
+            viz.save(checkpoint_dir / VIZ_DIR, int(metrics["epoch"]))
+        record = {k: v for k, v in metrics.items() if isinstance(v, _REPORT_TYPES)}
+        record["diverged"] = False
+        tune.report(record, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    try:
+        trainer.fit(on_epoch_end)
+    except TrialDiverged as err:
+        # A final record, no checkpoint: the last good one is already reported.
+        # val_acc 0 tells the searcher this region is bad; best_val_acc keeps
+        # what the trial reached before it diverged. No "epoch" key: ASHA then
+        # ignores the record, so a crash never counts as a measurement in its rungs.
+        tune.report({
+            "diverged_epoch": trainer.start_epoch + 1,
+            "val_acc": 0.0,
+            "best_val_acc": max(trainer.best_val_acc, 0.0),
+            "diverged": True,
+            "error_message": str(err),
+        })
+
+
+def _log_start(start_log_dir: str | None, trial_id: str, start_epoch: int, resumed: bool) -> None:
+    """One line per (re)start of a trial, so a resumed search can prove that
+    finished trials were not run again."""
+    if not start_log_dir:
+        return
+    folder = Path(start_log_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    line = {"trial_id": trial_id, "kind": "resume" if resumed else "scratch", "start_epoch": start_epoch,
+            "pid": os.getpid(), "time": time.time()}
+    with open(folder / f"{trial_id}.jsonl", "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
+def _carry_viz(restored: Path, ckpt_dir: Path) -> None:
+    """Keep the best-so-far images when a trial resumes from a checkpoint."""
+    src = restored / VIZ_DIR
+    if src.is_dir() and src.resolve() != (ckpt_dir / VIZ_DIR).resolve():
+        shutil.copytree(src, ckpt_dir / VIZ_DIR, dirs_exist_ok=True)
+
+
+class _Visualizer:
+    """Calls ``model.visualize`` on a fixed validation batch; switches itself
+    off for methods that return nothing, and never fails the trial."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.enabled = True
+
+    def save(self, folder: Path, epoch: int) -> list[Path]:
+        if not self.enabled:
+            return []
+        try:
+            images = self._images()
+        except Exception as err:  # a dashboard picture is never worth a failed trial
+            log.warning("visualize() failed, no images for this trial: %s", err)
+            self.enabled = False
+            return []
+        if not images:
+            self.enabled = False
+            return []
+        return save_image_grids(images, folder, epoch)
+
+    def _images(self) -> dict[str, torch.Tensor]:
+        tr = self.trainer
+        dataset = tr.data.val
+        count = min(VIZ_IMAGES, len(dataset))
+        batch = [dataset[i] for i in range(count)]
+        images = torch.stack([b[0] for b in batch]).to(tr.device)
+        labels = torch.as_tensor([int(b[1]) for b in batch]).to(tr.device)
+        was_training = tr.model.training
+        tr.model.eval()
+        try:
+            out = tr.model.visualize(images, labels)
+        finally:
+            tr.model.train(was_training)
+        return {k: v.detach().float().cpu() for k, v in (out or {}).items()}
+
+
+def save_image_grids(images: dict[str, torch.Tensor], folder: Path, epoch: int) -> list[Path]:
+    """One PNG grid per entry (N, 3, H, W in [0, 1]) plus the epoch they show."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, batch in images.items():
+        if batch.ndim != 4 or batch.shape[1] not in (1, 3):
+            log.warning("visualize() entry %r has shape %s, expected (N, 3, H, W): skipped", name, tuple(batch.shape))
+            continue
+        grid = make_grid(batch.clamp(0, 1), nrow=min(4, batch.shape[0]), padding=2)
+        array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        path = folder / f"{_safe_name(name)}.png"
+        Image.fromarray(array).save(path)
+        written.append(path)
+    (folder / VIZ_EPOCH_FILE).write_text(str(epoch))
+    return written
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "image"

@@ -1,0 +1,118 @@
+"""Build, run and restore the Ray Tune search of a :class:`SearchPlan`.
+
+Optuna TPE proposes configurations through the space's define-by-run function,
+ASHA stops weak trials on ``val_acc`` with epochs as its time unit, and every
+trial is :func:`search.trainable.train_trial`. Nothing here knows a model.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from search.plan import METRIC, MODE, TIME_ATTR, SearchPlan
+from search.spaces import SearchSpace
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+START_LOG_DIR = "trial_starts"
+KEEP_CHECKPOINTS = 1  # Ray keeps the best by val_acc plus always the latest (for resume)
+
+
+def init_ray(plan: SearchPlan) -> None:
+    """Start a private local Ray (dashboard off) or join ``--address``."""
+    import ray
+
+    # Trial workers import fgmodels/search from this checkout.
+    path = os.environ.get("PYTHONPATH", "")
+    if str(REPO_ROOT) not in path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), path) if p)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Snapshots after every checkpoint are what makes --resume exact; on a busy
+    # machine Ray would warn about each one and about slow result processing.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
+    common: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": "WARNING"}
+    if plan.address:
+        ray.init(address=plan.address, runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}}, **common)
+    else:
+        # "local": never attach silently to someone else's `ray start` cluster.
+        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", **common)
+
+
+def trainable_for(plan: SearchPlan) -> Any:
+    from ray import tune
+
+    from search.trainable import train_trial
+
+    start_log = None if plan.is_remote else str(Path(plan.experiment_path) / START_LOG_DIR)
+    fn = tune.with_parameters(train_trial, start_log_dir=start_log)
+    return tune.with_resources(fn, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+
+
+def callbacks_for(plan: SearchPlan) -> list[Any]:
+    from search.callbacks import ProgressPrinter, WandbTrialCallback
+
+    callbacks: list[Any] = [ProgressPrinter(plan.max_epochs, plan.num_samples, METRIC)]
+    if plan.wandb != "off":
+        callbacks.append(WandbTrialCallback(plan.wandb, plan.name, str(plan.local_dir)))
+    return callbacks
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folders (Ray's default repeats the whole config in the name)."""
+    return f"trial_{trial.trial_id}"
+
+
+def trial_name(trial: Any) -> str:
+    return str(trial.trial_id)
+
+
+def build_tuner(plan: SearchPlan, space: SearchSpace) -> Any:
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = OptunaSearch(space=space.define_by_run, metric=METRIC, mode=MODE,
+                            points_to_evaluate=space.points_to_evaluate() or None, seed=plan.seed)
+    scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=plan.max_epochs,
+                              grace_period=plan.grace_period, reduction_factor=plan.reduction_factor)
+    run_config = tune.RunConfig(
+        name=plan.name,
+        storage_path=plan.storage,
+        callbacks=callbacks_for(plan),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute=METRIC,
+                                                checkpoint_score_order=MODE),
+        failure_config=tune.FailureConfig(max_failures=0),  # a crash is a result, not a retry
+        verbose=0,  # ProgressPrinter prints one readable line per epoch instead
+        log_to_file=True,  # each trial's stdout/stderr in its folder
+    )
+    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
+                                  max_concurrent_trials=plan.max_concurrent, trial_dirname_creator=trial_dirname,
+                                  trial_name_creator=trial_name)
+    return tune.Tuner(trainable_for(plan), tune_config=tune_config, run_config=run_config)
+
+
+def restore_tuner(plan: SearchPlan) -> Any:
+    """Continue an interrupted search: finished trials stay finished, running
+    ones continue from their latest checkpoint, errored ones too."""
+    from ray import tune
+
+    return tune.Tuner.restore(plan.experiment_path, trainable_for(plan), resume_unfinished=True,
+                              resume_errored=True, restart_errored=False)
+
+
+def can_restore(plan: SearchPlan) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(plan.experiment_path)
+
+
+def run(plan: SearchPlan, space: SearchSpace, resume: bool = False) -> Any:
+    """Run (or resume) the search; returns Ray's ResultGrid."""
+    tuner = restore_tuner(plan) if resume else build_tuner(plan, space)
+    print(f"[search] {'resuming' if resume else 'starting'} {plan.experiment_path}", flush=True)
+    sys.stdout.flush()
+    return tuner.fit()
