@@ -1,0 +1,353 @@
+"""``racnn``: Recurrent Attention CNN (Fu et al., CVPR 2017), 2-3 scales.
+
+Scale s: backbone_s -> logits_s. Between scales an attention proposal network
+(APN: two FC layers on the last feature map) predicts a square box
+``(tx, ty, tl)`` (tl = HALF side) which is cropped from the ORIGINAL image and
+zoomed to the input size for scale s+1 (boxes of later scales are composed with
+the earlier ones, so the image is resampled once, not once per scale).
+
+Project decisions (the paper is vague on these):
+
+* Box units: fractions of the image (see :mod:`fgmodels.zoom`). Each APN box
+  lives in the coordinates of the image it looks at; its half side lies in
+  ``[min_tl_frac, 1] x`` the previous scale's half side (scale 1's "previous"
+  is the whole image) and it never leaves that image. (A clamp
+  ``tl >= side / 3``, as some public implementations use, is ``min_tl_frac = 2/3``.)
+* Crop: ``affine_grid``/``grid_sample`` (exact gradients). ``crop_mode="boxcar"``
+  multiplies by the paper's logistic box mask (sharpness ``boxcar_k`` per pixel)
+  before the same zoom; its gradient is exact too (mask and grid), not the
+  paper's mask-only surrogate.
+* Loss: sum_s CE(logits_s) + sum_s max(0, p_s(c) - p_{s+1}(c) + margin) with p
+  the SOFTMAX probability of the true class c.
+* Phases, a pure function of the epoch (set by ``on_epoch_start``), so they are
+  exact under gradient accumulation and checkpoint resume:
+  - epochs ``[0, apn_pretrain_epochs)``: "pretrain": the APNs regress (tx, ty)
+    onto the peak of the channel-mean last feature map with a box of half the
+    image side (tl = 1/4 of the side: the paper's "region half the image"),
+    while the backbones and classifiers train on CE (the APN boxes are detached,
+    so the two losses touch disjoint parameters);
+  - then blocks of ``alternation_period`` EPOCHS alternate, starting with
+    "cls" (CE; APN fixed: boxes detached, APN grads stay None) and then "apn"
+    (ranking loss; backbones and classifiers fixed: their parameters are
+    excluded from autograd during the forward, so their grads stay None and an
+    optimiser skips them even with momentum and weight decay). BatchNorm
+    running statistics of the fixed backbones still update in "apn" epochs.
+* APN lr: :meth:`param_groups` tags the APN groups with ``lr_scale =
+  apn_lr_mult``, which timm's schedulers (the shared loop's multistep/cosine)
+  apply to the group's lr from their construction on; pass ``lr`` to get an
+  absolute ``"lr"`` key instead. With ``sched: constant`` the shared loop runs
+  no scheduler, so there ``lr_scale`` is not applied (APN lr = base lr).
+* Test logits: sum over scales (``test_logits="sum"``) or one scale ("scale2").
+* APN input: the last feature map, adaptive-average-pooled to ``apn_grid`` x
+  ``apn_grid`` (7; any input size works), flattened, FC(``apn_hidden`` = 512)
+  -> tanh -> FC(3); these two are constructor arguments, not searched knobs.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fgmodels.backbones import create_backbone
+from fgmodels.methods.base import FGVCMethod, StepOutput
+from fgmodels.registry import register_method
+from fgmodels.zoom import FULL_IMAGE, boxcar_crop_and_zoom, compose_boxes, constrain_box, crop_and_zoom
+
+PRETRAIN_TL = 0.25  # half side of the pretraining box: a box half the image's side
+PHASES = ("pretrain", "cls", "apn")
+
+
+def ranking_loss(
+    logits_coarse: torch.Tensor, logits_fine: torch.Tensor, labels: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Batch mean of max(0, p_coarse(c) - p_fine(c) + margin), p = softmax prob of the label."""
+    def prob(logits: torch.Tensor) -> torch.Tensor:  # at least float32 (bf16 under autocast)
+        full = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return full.softmax(dim=1).gather(1, labels[:, None]).squeeze(1)
+
+    return F.relu(prob(logits_coarse) - prob(logits_fine) + margin).mean()
+
+
+def peak_box_targets(feat: torch.Tensor, tl: float) -> torch.Tensor:
+    """Pretraining targets [B, 3]: box of half side ``tl`` centred on the channel-mean peak.
+
+    The centre is the feature cell's centre in unit-square coordinates, moved
+    inward where needed so the target box stays inside the image.
+    """
+    heat = feat.detach().float().mean(dim=1)  # [B, h, w]
+    b, h, w = heat.shape
+    idx = heat.flatten(1).argmax(dim=1)
+    cy = ((idx // w).float() + 0.5) / h
+    cx = ((idx % w).float() + 0.5) / w
+    target = torch.stack([cx, cy, torch.full_like(cx, tl)], dim=1)
+    target[:, :2] = target[:, :2].clamp(tl, 1.0 - tl)
+    return target
+
+
+class APN(nn.Module):
+    """Attention proposal network: pooled feature map -> FC -> tanh -> FC -> 3 pre-activations."""
+
+    def __init__(self, channels: int, grid: int, hidden: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.fc1 = nn.Linear(channels * grid * grid, hidden)
+        self.fc2 = nn.Linear(hidden, 3)
+        # Small last layer: training starts from centred boxes, not random ones.
+        nn.init.normal_(self.fc2.weight, std=0.01)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.tanh(self.fc1(self.pool(feat).flatten(1))))
+
+
+@contextmanager
+def _params_excluded_from_autograd(modules: list[nn.Module]) -> Iterator[None]:
+    """Forward through ``modules`` with gradient flowing to their INPUTS but not their params."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+@dataclass
+class ScalePass:
+    """One forward through every scale."""
+
+    logits: list[torch.Tensor]  # per scale [B, K]
+    feats: list[torch.Tensor]  # last feature map per scale
+    boxes: list[torch.Tensor]  # per APN: box in its own input's coordinates [B, 3]
+    abs_boxes: list[torch.Tensor]  # per APN: box in original-image coordinates [B, 3]
+    inputs: list[torch.Tensor]  # the image each scale saw
+
+
+@register_method
+class RACNN(FGVCMethod):
+    name = "racnn"
+    backbone_passes = 3  # per instance: the number of scales
+    default_backbone = "resnet50"
+    hparams: dict[str, Any] = {
+        "scales": 3,
+        "margin": 0.05,
+        "crop_mode": "affine",
+        "boxcar_k": 10.0,
+        "min_tl_frac": 1.0 / 3.0,
+        "apn_lr_mult": 1.0,
+        "alternation_period": 1,  # epochs per cls / apn block
+        "apn_pretrain_epochs": 1,
+        "share_backbone": False,
+        "test_logits": "sum",
+    }
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet50",
+        pretrained: bool = False,
+        checkpoint_path: str | None = None,
+        drop_rate: float = 0.0,
+        scales: int = 3,
+        margin: float = 0.05,
+        crop_mode: str = "affine",
+        boxcar_k: float = 10.0,
+        min_tl_frac: float = 1.0 / 3.0,
+        apn_lr_mult: float = 1.0,
+        alternation_period: int = 1,
+        apn_pretrain_epochs: int = 1,
+        share_backbone: bool = False,
+        test_logits: str = "sum",
+        apn_grid: int = 7,
+        apn_hidden: int = 512,
+    ) -> None:
+        super().__init__()
+        self._validate(scales, margin, crop_mode, boxcar_k, min_tl_frac, apn_lr_mult,
+                       alternation_period, apn_pretrain_epochs, test_logits)
+        self.scales = int(scales)
+        self.backbone_passes = self.scales
+        self.margin = float(margin)
+        self.crop_mode = crop_mode
+        self.boxcar_k = float(boxcar_k)
+        self.min_tl_frac = float(min_tl_frac)
+        self.apn_lr_mult = float(apn_lr_mult)
+        self.alternation_period = int(alternation_period)
+        self.apn_pretrain_epochs = int(apn_pretrain_epochs)
+        self.test_logits = test_logits
+        n_backbones = 1 if share_backbone else self.scales
+        self.backbones = nn.ModuleList(
+            create_backbone(backbone, pretrained, checkpoint_path) for _ in range(n_backbones)
+        )
+        first = self.backbones[0]
+        head_dim = int(getattr(first, "head_hidden_size", None) or first.num_features)
+        info = getattr(first, "feature_info", None)
+        channels = int(info[-1]["num_chs"]) if info else int(first.num_features)
+        self.dropout = nn.Dropout(drop_rate)
+        self.heads = nn.ModuleList(nn.Linear(head_dim, num_classes) for _ in range(self.scales))
+        self.apns = nn.ModuleList(APN(channels, apn_grid, apn_hidden) for _ in range(self.scales - 1))
+        self.epoch = 0
+        self.phase = self.phase_for_epoch(0)
+
+    @staticmethod
+    def _validate(scales: int, margin: float, crop_mode: str, boxcar_k: float, min_tl_frac: float,
+                  apn_lr_mult: float, alternation_period: int, apn_pretrain_epochs: int,
+                  test_logits: str) -> None:
+        if int(scales) != scales or scales < 2:
+            raise ValueError(f"racnn scales must be an integer >= 2 (paper: 3), got {scales!r}; "
+                             f"for one scale use method 'baseline'")
+        if margin < 0:
+            raise ValueError(f"racnn margin must be >= 0 (paper: 0.05), got {margin}")
+        if crop_mode not in ("affine", "boxcar"):
+            raise ValueError(f"racnn crop_mode must be 'affine' or 'boxcar', got {crop_mode!r}")
+        if boxcar_k <= 0:
+            raise ValueError(f"racnn boxcar_k must be positive (paper: 10), got {boxcar_k}")
+        if not 0.0 < min_tl_frac < 1.0:
+            raise ValueError(f"racnn min_tl_frac must lie in (0, 1) (paper: 1/3), got {min_tl_frac}")
+        if apn_lr_mult <= 0:
+            raise ValueError(f"racnn apn_lr_mult must be positive, got {apn_lr_mult}")
+        if int(alternation_period) != alternation_period or alternation_period < 1:
+            raise ValueError(f"racnn alternation_period is a number of epochs >= 1, got {alternation_period!r}")
+        if int(apn_pretrain_epochs) != apn_pretrain_epochs or apn_pretrain_epochs < 0:
+            raise ValueError(f"racnn apn_pretrain_epochs must be an integer >= 0, got {apn_pretrain_epochs!r}")
+        valid = ["sum"] + [f"scale{i + 1}" for i in range(int(scales))]
+        if test_logits not in valid:
+            raise ValueError(f"racnn test_logits must be one of {valid}, got {test_logits!r}")
+
+    # ------------------------------------------------------------------ phases
+    def phase_for_epoch(self, epoch: int) -> str:
+        """"pretrain" for the first ``apn_pretrain_epochs``, then cls/apn blocks of ``alternation_period``."""
+        if epoch < self.apn_pretrain_epochs:
+            return "pretrain"
+        block = (epoch - self.apn_pretrain_epochs) // self.alternation_period
+        return "cls" if block % 2 == 0 else "apn"
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.phase = self.phase_for_epoch(self.epoch)
+
+    def set_phase(self, phase: str) -> None:
+        """Force a phase (tests, custom schedules); the next ``on_epoch_start`` overrides it."""
+        if phase not in PHASES:
+            raise ValueError(f"racnn phase must be one of {PHASES}, got {phase!r}")
+        self.phase = phase
+
+    # ----------------------------------------------------------------- forward
+    def _backbone(self, scale: int) -> nn.Module:
+        return self.backbones[0 if len(self.backbones) == 1 else scale]
+
+    def _crop(self, images: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+        if self.crop_mode == "boxcar":
+            return boxcar_crop_and_zoom(images, box, self.boxcar_k)
+        return crop_and_zoom(images, box)
+
+    def forward_scales(
+        self, images: torch.Tensor, phase: str = "cls", backbone_grad: bool = True, last_scale: bool = True
+    ) -> ScalePass:
+        """Run every scale. In phase "apn" the boxes carry gradient and the
+        backbones/heads are fixed; otherwise the boxes are detached.
+        ``last_scale=False`` stops after the last box (APN pretraining needs no more)."""
+        train_apn = phase == "apn"
+        dtype = torch.promote_types(images.dtype, torch.float32)
+        box_abs = torch.tensor(FULL_IMAGE, dtype=dtype, device=images.device).expand(images.shape[0], 3)
+        x = images
+        out = ScalePass([], [], [], [], [])
+        for s in range(self.scales if last_scale else self.scales - 1):
+            bb, head = self._backbone(s), self.heads[s]
+            if not backbone_grad or (train_apn and s == 0):
+                ctx = torch.no_grad()  # nothing upstream needs a gradient
+            elif train_apn:
+                ctx = _params_excluded_from_autograd([bb, head])
+            else:
+                ctx = nullcontext()
+            with ctx:
+                feat = bb.forward_features(x)
+                logits = head(self.dropout(bb.forward_head(feat, pre_logits=True)))
+            out.inputs.append(x)
+            out.feats.append(feat)
+            out.logits.append(logits)
+            if s == self.scales - 1:
+                break
+            raw = self.apns[s](feat if train_apn else feat.detach()).to(dtype)
+            box = constrain_box(raw, self.min_tl_frac)
+            box_abs = compose_boxes(box_abs, box if train_apn else box.detach())
+            out.boxes.append(box)
+            out.abs_boxes.append(box_abs)
+            x = self._crop(images, box_abs)
+        if not last_scale:
+            out.inputs.append(x)
+        return out
+
+    def _pretrain_loss(self, sp: ScalePass) -> torch.Tensor:
+        tl = max(PRETRAIN_TL, 0.5 * self.min_tl_frac)
+        losses = []
+        for feat, box in zip(sp.feats, sp.boxes):
+            target = peak_box_targets(feat, tl).to(box.dtype)
+            losses.append((box - target).pow(2).sum(dim=1).mean())
+        return torch.stack(losses).sum()
+
+    def apn_pretrain_loss(self, images: torch.Tensor) -> torch.Tensor:
+        """APN regression onto the feature-peak boxes; gradient reaches the APNs only."""
+        return self._pretrain_loss(self.forward_scales(images, "pretrain", backbone_grad=False, last_scale=False))
+
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
+        sp = self.forward_scales(images, self.phase)
+        ce = [F.cross_entropy(lg, labels) for lg in sp.logits]
+        rank = torch.stack([
+            ranking_loss(sp.logits[s], sp.logits[s + 1], labels, self.margin) for s in range(self.scales - 1)
+        ]).sum()
+        branch = {f"ce{s + 1}": c.detach() for s, c in enumerate(ce)}
+        branch["rank"] = rank.detach()
+        if self.phase == "apn":
+            loss = rank
+        else:
+            loss = torch.stack(ce).sum()
+            if self.phase == "pretrain":
+                pre = self._pretrain_loss(sp)
+                branch["apn_pretrain"] = pre.detach()
+                loss = loss + pre
+        extras = {"phase": self.phase, "boxes": [b.detach() for b in sp.abs_boxes]}
+        return StepOutput(loss=loss, branch_losses=branch, logits=sp.logits[0].detach(), extras=extras)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.forward_scales(images, "cls").logits
+        if self.test_logits == "sum":
+            return torch.stack(logits).sum(dim=0)
+        return logits[int(self.test_logits[len("scale"):]) - 1]
+
+    @torch.no_grad()
+    def visualize(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The zoomed input of every finer scale, min-max scaled per image."""
+        sp = self.forward_scales(images, "cls")
+        shown = {}
+        for s, x in enumerate(sp.inputs[1:], start=2):
+            lo = x.amin(dim=(1, 2, 3), keepdim=True)
+            hi = x.amax(dim=(1, 2, 3), keepdim=True)
+            shown[f"scale{s}"] = ((x - lo) / (hi - lo).clamp_min(1e-8)).float()
+        return shown
+
+    # -------------------------------------------------------------- optimiser
+    def param_groups(self, weight_decay: float, lr: float | None = None) -> list[dict[str, Any]]:
+        """Backbone+heads and APN groups, each split into decay / no-decay (1-d params).
+
+        APN groups carry ``lr_scale = apn_lr_mult`` (applied by timm schedulers);
+        with ``lr`` given they carry the absolute ``"lr": lr * apn_lr_mult`` instead.
+        """
+        apn_ids = {id(p) for p in self.apns.parameters()}
+        buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for p in self.parameters():
+            buckets.setdefault((id(p) in apn_ids, p.ndim > 1), []).append(p)
+        groups: list[dict[str, Any]] = []
+        for (is_apn, decay), params in sorted(buckets.items()):
+            group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+            if is_apn:
+                if lr is None:
+                    group["lr_scale"] = self.apn_lr_mult
+                else:
+                    group["lr"] = lr * self.apn_lr_mult
+            groups.append(group)
+        return groups
