@@ -61,16 +61,19 @@ def build_optimizer(model: nn.Module, cfg: dict[str, Any], phase: Phase, device:
     )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], phase: Phase) -> Scheduler | None:
-    """Epoch-indexed schedule local to the phase (epoch 0 = the phase's first)."""
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict[str, Any], phase: Phase) -> Scheduler:
+    """Epoch-indexed schedule local to the phase (epoch 0 = the phase's first).
+
+    Always a timm scheduler, even for a constant lr, because timm's schedulers
+    are what apply a parameter group's ``lr_scale`` (e.g. RA-CNN's APN)."""
     length = phase.end_epoch - phase.start_epoch
     warmup = int(cfg.get("warmup_epochs") or 0) if phase.index == 0 else 0
     if cfg["sched"] == "cosine":
         return CosineLRScheduler(optimizer, t_initial=max(1, length), warmup_t=warmup, warmup_lr_init=phase.lr * 0.01)
+    milestones: list[int] = []
     if cfg["sched"] == "multistep":
         milestones = [m - phase.start_epoch for m in cfg.get("lr_milestones") or [] if phase.start_epoch < m < phase.end_epoch]
-        return MultiStepLRScheduler(
-            optimizer, decay_t=milestones or [10**9], decay_rate=float(cfg["lr_gamma"]),
-            warmup_t=warmup, warmup_lr_init=phase.lr * 0.01,
-        )
-    return None
+    return MultiStepLRScheduler(
+        optimizer, decay_t=milestones or [10**9], decay_rate=float(cfg["lr_gamma"]),
+        warmup_t=warmup, warmup_lr_init=phase.lr * 0.01,
+    )
