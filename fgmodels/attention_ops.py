@@ -3,8 +3,9 @@
 Everything here works on whole batches with tensor ops so it runs on the GPU
 without per-image Python loops. The only host synchronisations are the
 convergence checks of :func:`connected_components` (one per few propagation
-rounds). Nothing here builds an autograd graph: the outputs drive data
-augmentation (which pixels to crop or erase), not the loss.
+rounds); constants are made on the device, never copied from the host. Nothing
+here builds an autograd graph: the outputs drive data augmentation (which
+pixels to crop or erase), not the loss.
 
 Box convention used throughout: ``[x0, y0, x1, y1]`` in pixels with exclusive
 upper edges, i.e. a box covering pixel columns ``x0 .. x1-1``; the whole image of
@@ -52,7 +53,9 @@ def upsample_heat(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def threshold_mask(heat: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
     """``heat > factor * mean(heat)`` per image; ``factor`` is a scalar or [B]."""
     mean = heat.flatten(1).mean(dim=1)
-    factor = torch.as_tensor(factor, dtype=heat.dtype, device=heat.device)
+    if isinstance(factor, torch.Tensor):
+        factor = factor.to(dtype=heat.dtype, device=heat.device)
+    # a Python float stays a kernel argument: as_tensor(float, device=cuda) would be a blocking copy
     thresh = (factor * mean).view(-1, *([1] * (heat.dim() - 1)))
     return heat > thresh
 
@@ -166,7 +169,8 @@ def mask_to_box(mask: torch.Tensor) -> torch.Tensor:
     y0 = torch.where(rows, ys, big).amin(dim=1)
     y1 = torch.where(rows, ys, -1).amax(dim=1) + 1
     box = torch.stack([x0, y0, x1, y1], dim=1).float()
-    whole = torch.tensor([0.0, 0.0, float(w), float(h)], device=mask.device).expand(b, 4)
+    whole = torch.zeros_like(box)  # filled on the device: torch.tensor(..., device=cuda) would sync
+    whole[:, 2], whole[:, 3] = float(w), float(h)
     empty = ~cols.any(dim=1, keepdim=True)
     return torch.where(empty, whole, box)
 
