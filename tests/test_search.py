@@ -330,3 +330,23 @@ def test_union_space_importance_and_plots_are_grouped_by_method(tmp_path: Path) 
                        "knobs": plots.knob_scatter(records, tmp_path / "k.png"),
                        "importance": plots.importance_bars(importances, tmp_path / "i.png")}.items():
         _nontrivial_png(path)
+
+
+def test_wandb_default_mode_follows_login_without_revealing_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    from search.callbacks import default_wandb_mode
+
+    secret = "k" * 40
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert default_wandb_mode() == "offline"  # no netrc file at all
+    (tmp_path / "netrc").write_text(f"machine api.wandb.ai\n  login user\n  password {secret}\n")
+    (tmp_path / "netrc").chmod(0o600)
+    assert default_wandb_mode() == "online"
+    (tmp_path / "netrc").write_text("machine example.com\n  login user\n  password x\n")
+    assert default_wandb_mode() == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    assert default_wandb_mode() == "online"
+    captured = capsys.readouterr()
+    assert secret not in captured.out + captured.err
