@@ -30,16 +30,20 @@ from search.results import best_record, rank, write_leaderboard  # noqa: E402
 from search.spaces import load_space  # noqa: E402
 
 TEST_SPACE = {
-    "description": "tiny gholm space for tests (one trial is made to diverge)",
+    "description": "tiny gholm space for tests (one trial diverges, one runs out of memory)",
     "fixed": {"method": "gholm", "backbone": "test_convnext", "pretrained": False, "opt": "adamw",
               "sched": "constant", "batch_size": 8, "synthetic_classes": 4, "synthetic_per_class": 60,
               "max_train_batches": 3, "device": "cpu"},
     "params": {"lr": {"type": "loguniform", "low": 1.0e-4, "high": 3.0e-2},
                "mu": {"type": "uniform", "low": 1.5, "high": 2.2},
                # 3 steps per epoch, 4 epochs: a value <= 12 makes a trial diverge (unless ASHA stops it first)
-               "inject_nan_at_step": {"type": "int", "low": 1, "high": 60}},
-    # the first point diverges at global step 1, in its first epoch
-    "first": {"lr": 1.0e-3, "mu": 1.7, "inject_nan_at_step": 1},
+               "inject_nan_at_step": {"type": "int", "low": 1, "high": 60},
+               # 4: every step with the micro-batch of 8 raises a (simulated) CUDA OOM
+               "simulate_oom_above_batch": {"type": "choice", "values": [4, 1000]}},
+    # the first point diverges at global step 1, in its first epoch; the second
+    # hits out-of-memory and must go on with micro-batch 4 x 2 accumulation steps
+    "first": [{"lr": 1.0e-3, "mu": 1.7, "inject_nan_at_step": 1, "simulate_oom_above_batch": 1000},
+              {"lr": 3.0e-3, "mu": 1.7, "inject_nan_at_step": 60, "simulate_oom_above_batch": 4}],
 }
 
 
@@ -256,6 +260,13 @@ def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path) 
     statuses = {r["trial_id"]: r["status"] for r in rows}
     assert set(statuses.values()) <= {"completed", "pruned", "diverged"}
     assert "diverged" in statuses.values()  # the first point injects NaN: reported, not retried
+    # every trial that hit the simulated OOM went on at half the micro-batch instead of failing
+    oom_trials = [r for r in rows if int(r["simulate_oom_above_batch"]) == 4]
+    assert oom_trials and all(r["status"] in ("completed", "pruned") for r in oom_trials), oom_trials
+    for r in oom_trials:
+        reports = _trial_reports(exp, r["trial_id"])
+        assert reports and all(x["micro_batch"] == 4 and x["accum_steps"] == 2 for x in reports), reports
+        assert reports[0]["oom_retries"] >= 1
     assert any(r["status"] == "pruned" and int(r["epochs_run"]) < max_epochs for r in rows), rows
     assert any(int(r["epochs_run"]) == max_epochs for r in rows)
     accs = [float(r["best_val_acc"]) for r in rows if r["status"] != "diverged"]
@@ -305,6 +316,14 @@ def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path) 
     images = [k for run in runs for row in run.history for k in row if k.startswith("viz/")]
     assert images, "no visualisation was logged to W&B"
     assert not math.isnan(float(rows[0]["best_val_acc"]))
+
+
+def _trial_reports(exp: Path, trial_id: str) -> list[dict]:
+    """Per-epoch rows Ray wrote for a trial (its result.json)."""
+    files = [p for p in exp.glob(f"*{trial_id}*/result.json")]
+    assert len(files) == 1, (trial_id, files)
+    rows = [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
+    return [r for r in rows if "micro_batch" in r]
 
 
 def test_union_space_importance_and_plots_are_grouped_by_method(tmp_path: Path) -> None:
