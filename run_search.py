@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", help="search name = folder under --storage (default <space>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search --name (finished trials are kept)")
     p.add_argument("--address", help="join an existing Ray cluster (ray.init(address=...)) instead of a private local one")
+    p.add_argument("--max-failures", dest="max_failures", type=int,
+                   help="restarts of a trial whose worker or node dies (or that raises), each from its last checkpoint (default 3)")
     p.add_argument("--wandb", choices=("online", "offline", "off"), help="W&B logging (default: online if logged in, else offline)")
     p.add_argument("--seed", type=int, help="seed of the TPE sampler and of every trial's training (default 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a config key for all trials (repeatable)")
@@ -70,7 +72,7 @@ def prepare(args: argparse.Namespace) -> tuple[SearchPlan, Any]:
         raise OptionError(str(err)) from None
     opts = {k: getattr(args, k) for k in ("space", "data", "data_root", "num_samples", "max_epochs", "grace_period",
                                           "reduction_factor", "gpus_per_trial", "cpus_per_trial", "max_concurrent",
-                                          "storage", "name", "address", "wandb", "seed", "smoke")}
+                                          "storage", "name", "address", "wandb", "seed", "smoke", "max_failures")}
     opts["overrides"] = overrides
     plan, applied = resolve_plan(opts, space)
     if storage.exists(plan.experiment_path):
@@ -93,7 +95,8 @@ def prepare_resume(args: argparse.Namespace) -> tuple[SearchPlan, Any]:
     if args.address:
         plan.address = args.address
     ignored = [o for o in ("space", "num_samples", "max_epochs", "grace_period", "reduction_factor", "gpus_per_trial",
-                           "cpus_per_trial", "max_concurrent", "seed", "data", "wandb") if getattr(args, o) is not None]
+                           "cpus_per_trial", "max_concurrent", "seed", "data", "wandb", "max_failures")
+               if getattr(args, o) is not None]
     if ignored or args.set:
         print(f"note: --resume continues with the options saved in {PLAN_FILE}; ignored: "
               + ", ".join([f"--{o.replace('_', '-')}" for o in ignored] + ["--set"] * bool(args.set)))
@@ -118,6 +121,22 @@ def check_data(space: Any) -> None:
         raise OptionError(f"--data/--data-root: the dataset cannot be loaded: {err}") from None
 
 
+def check_cluster(plan: SearchPlan) -> None:
+    """Join the cluster now and make sure every node sees --storage, before
+    anything is written there (a later run with the fixed option starts clean)."""
+    from search.cluster import StorageNotShared, check_shared_storage
+    from search.tuner import init_ray
+
+    init_ray(plan)
+    try:
+        check_shared_storage(plan.storage)
+    except StorageNotShared as err:
+        import ray
+
+        ray.shutdown()
+        raise OptionError(str(err)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -132,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     resume = args.resume
     try:
         check_data(space)
+        if plan.address:
+            check_cluster(plan)
         if resume:
             from search.tuner import can_restore
 

@@ -29,6 +29,7 @@ DATASETS = ("synthetic", "cub", "aircraft", "cars", "dogs", "imagefolder")
 CPU_DEFAULTS = {"num_samples": 8, "max_epochs": 6, "grace_period": 1, "reduction_factor": 2.0,
                 "max_concurrent": 2, "cpus_per_trial": 1.0}
 CPU_OVERRIDES: dict[str, Any] = {"device": "cpu", "max_train_batches": 15, "opt": "adamw"}
+DEFAULT_MAX_FAILURES = 3  # a preempted/crashed node costs a trial at most one epoch, 3 times
 GPU_DEFAULTS = {"num_samples": 32, "reduction_factor": 3.0}
 
 
@@ -54,6 +55,7 @@ class SearchPlan:
     wandb: str = "offline"
     smoke: bool = True
     address: str | None = None
+    max_failures: int = DEFAULT_MAX_FAILURES  # retries of a trial whose process or node died (or that raised), from its last checkpoint
     demo_overrides: dict[str, Any] = field(default_factory=dict)  # CPU demo keys, skipped where a method lacks them
     overrides: dict[str, Any] = field(default_factory=dict)  # data, epochs, seed, then --set: fixed for all trials
     created: float = field(default_factory=time.time)
@@ -141,7 +143,9 @@ def resolve_plan(opts: dict[str, Any], space: SearchSpace, gpus: int | None = No
     rf = float(pick("reduction_factor"))
     if not rf > 1:
         raise OptionError(f"--reduction-factor must be > 1, got {rf!r}. Fix: e.g. --reduction-factor 2 (keep the best half)")
-    gpt = pick("gpus_per_trial", 1.0 if gpus else 0.0)
+    # On a cluster the driver's machine (a CPU-only head) says nothing about the workers:
+    # a real dataset there means GPU trials unless --gpus-per-trial says otherwise.
+    gpt = pick("gpus_per_trial", 1.0 if gpus or (opts.get("address") and not cpu_demo) else 0.0)
     gpt = float(gpt)
     if gpt < 0:
         raise OptionError(f"--gpus-per-trial must be >= 0, got {gpt!r}. Fix: 0 for CPU, 0.5 to share a GPU, 1 for one each")
@@ -158,6 +162,11 @@ def resolve_plan(opts: dict[str, Any], space: SearchSpace, gpus: int | None = No
     if not opts.get("address") and cpt > cpus:
         raise OptionError(f"--cpus-per-trial {cpt:g} but this machine has {cpus} CPU(s): no trial could start. "
                           f"Fix: --cpus-per-trial <= {cpus}")
+    max_failures = opts.get("max_failures")
+    max_failures = DEFAULT_MAX_FAILURES if max_failures is None else max_failures
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+        raise OptionError(f"--max-failures must be a non-negative integer, got {max_failures!r}. "
+                          f"Fix: e.g. --max-failures {DEFAULT_MAX_FAILURES} (0: a crashed trial is not retried)")
     max_conc = pick("max_concurrent")
     if max_conc is not None:
         max_conc = _positive_int(max_conc, "--max-concurrent", "e.g. --max-concurrent 2, or leave it out to fill the resources")
@@ -189,7 +198,7 @@ def resolve_plan(opts: dict[str, Any], space: SearchSpace, gpus: int | None = No
     plan = SearchPlan(space=str(opts["space"]), name=name, storage=storage, data=data, data_root=data_root,
                       num_samples=num_samples, max_epochs=max_epochs, grace_period=grace, reduction_factor=rf,
                       cpus_per_trial=cpt, gpus_per_trial=gpt, max_concurrent=max_conc, seed=seed, wandb=wandb_mode,
-                      smoke=smoke, address=opts.get("address") or None, demo_overrides=demo,
+                      smoke=smoke, address=opts.get("address") or None, max_failures=max_failures, demo_overrides=demo,
                       overrides=overrides)
     return plan, apply_plan(plan, space)
 
@@ -228,6 +237,8 @@ def describe_plan(plan: SearchPlan) -> str:
         f"reduction factor {plan.reduction_factor:g}, max {plan.max_epochs} epochs",
         f"  resources  {plan.cpus_per_trial:g} CPU + {plan.gpus_per_trial:g} GPU per trial, concurrent: {conc}"
         + (f", cluster {plan.address}" if plan.address else ", local Ray (dashboard off)"),
+        f"  failures   a trial whose process or node dies (or that raises) restarts from its last checkpoint "
+        f"up to {plan.max_failures} time(s), then counts as errored; the search goes on",
         f"  data       {plan.data}" + (f" at {plan.data_root}" if plan.data_root else "")
         + (" (smoke section applied)" if plan.smoke else ""),
         f"  storage    {plan.experiment_path}" + (f" (artefacts in {plan.local_dir})" if plan.is_remote else ""),

@@ -47,12 +47,14 @@ def train_trial(config: dict[str, Any], start_log_dir: str | None = None) -> Non
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     save_config(trainer.cfg, ckpt_dir / TRIAL_CONFIG_FILE)
 
+    node_id = _node_id()
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as restored:
             trainer.resume(restored)
             _carry_viz(Path(restored), ckpt_dir)
-    _log_start(start_log_dir, trial_id, trainer.start_epoch, checkpoint is not None)
+    resumed_from = trainer.start_epoch  # epochs already in the checkpoint (0: from scratch)
+    _log_start(start_log_dir, trial_id, trainer.start_epoch, checkpoint is not None, node_id)
 
     viz = _Visualizer(trainer)
 
@@ -61,6 +63,8 @@ def train_trial(config: dict[str, Any], start_log_dir: str | None = None) -> Non
             viz.save(checkpoint_dir / VIZ_DIR, int(metrics["epoch"]))
         record = {k: v for k, v in metrics.items() if isinstance(v, _REPORT_TYPES)}
         record["diverged"] = False
+        record["node_id"] = node_id  # which cluster node ran this epoch (Ray adds node_ip, hostname)
+        record["resumed_from_epoch"] = resumed_from
         tune.report(record, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     try:
@@ -79,7 +83,13 @@ def train_trial(config: dict[str, Any], start_log_dir: str | None = None) -> Non
         })
 
 
-def _log_start(start_log_dir: str | None, trial_id: str, start_epoch: int, resumed: bool) -> None:
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+def _log_start(start_log_dir: str | None, trial_id: str, start_epoch: int, resumed: bool, node_id: str = "") -> None:
     """One line per (re)start of a trial, so a resumed search can prove that
     finished trials were not run again."""
     if not start_log_dir:
@@ -87,7 +97,7 @@ def _log_start(start_log_dir: str | None, trial_id: str, start_epoch: int, resum
     folder = Path(start_log_dir)
     folder.mkdir(parents=True, exist_ok=True)
     line = {"trial_id": trial_id, "kind": "resume" if resumed else "scratch", "start_epoch": start_epoch,
-            "pid": os.getpid(), "time": time.time()}
+            "pid": os.getpid(), "node_id": node_id, "time": time.time()}
     with open(folder / f"{trial_id}.jsonl", "a") as fh:
         fh.write(json.dumps(line) + "\n")
 

@@ -23,6 +23,8 @@ def init_ray(plan: SearchPlan) -> None:
     """Start a private local Ray (dashboard off) or join ``--address``."""
     import ray
 
+    if ray.is_initialized():  # run_search joined the cluster early to check its storage
+        return
     # Trial workers import fgmodels/search from this checkout.
     path = os.environ.get("PYTHONPATH", "")
     if str(REPO_ROOT) not in path.split(os.pathsep):
@@ -85,7 +87,9 @@ def build_tuner(plan: SearchPlan, space: SearchSpace) -> Any:
         callbacks=callbacks_for(plan),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute=METRIC,
                                                 checkpoint_score_order=MODE),
-        failure_config=tune.FailureConfig(max_failures=0),  # a crash is a result, not a retry
+        # A trial whose worker process or node dies (or that raises) restarts from its
+        # latest checkpoint up to max_failures times, then is ERROR; the search goes on.
+        failure_config=tune.FailureConfig(max_failures=plan.max_failures, fail_fast=False),
         verbose=0,  # ProgressPrinter prints one readable line per epoch instead
         log_to_file=True,  # each trial's stdout/stderr in its folder
     )
