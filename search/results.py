@@ -1,6 +1,7 @@
 """The artefacts of a finished search, written into its folder:
 
-* ``leaderboard.csv`` / ``leaderboard.md`` (and the table in the terminal),
+* ``leaderboard.csv`` / ``leaderboard.md`` (and the table in the terminal); with
+  several methods also ``leaderboard_by_method.csv`` and a by-method section,
 * ``best_config.yaml``: a plain fgmodels config that ``python -m fgmodels.train --config`` retrains,
 * ``test_result.json``: the best checkpoint on the TEST split, evaluated ONCE
   (it is never recomputed: an existing file is kept and reported),
@@ -23,7 +24,7 @@ from search.records import TrialRecord
 from search.spaces import SearchSpace
 from search.trainable import VIZ_DIR
 
-LEADERBOARD_CSV, LEADERBOARD_MD = "leaderboard.csv", "leaderboard.md"
+LEADERBOARD_CSV, LEADERBOARD_MD, METHODS_CSV = "leaderboard.csv", "leaderboard.md", "leaderboard_by_method.csv"
 BEST_CONFIG, TEST_RESULT = "best_config.yaml", "test_result.json"
 VIZ_COPY = "best_trial_viz"
 PLOTS = {"curves": "learning_curves.png", "knobs": "knobs_vs_accuracy.png", "importance": "param_importance.png"}
@@ -72,16 +73,40 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def method_summary_rows(records: list[TrialRecord]) -> tuple[list[str], list[list[str]]]:
+    """One row per method, best first: how each method did across its trials,
+    so a cross-method search answers "which method?" before "which trial?"."""
+    header = ["method", "trials", "best_val_acc", "best_trial", "completed", "pruned", "failed"]
+    rows = []
+    for method in dict.fromkeys(r.method for r in rank(records)):
+        mine = [r for r in rank(records) if r.method == method]
+        top = next((r for r in mine if r.ranked), None)
+        count = lambda *st: str(sum(r.status in st for r in mine))  # noqa: E731
+        rows.append([method, str(len(mine)), f"{top.best_val_acc:.4f}" if top else "",
+                     top.trial_id if top else "", count("completed"), count("pruned"),
+                     count("diverged", "errored", "unfinished")])
+    return header, rows
+
+
 def write_leaderboard(records: list[TrialRecord], folder: Path) -> str:
     header, rows = leaderboard_rows(records)
+    per_method = len({r.method for r in records}) > 1
     with open(folder / LEADERBOARD_CSV, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(rows)
     md = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     md += ["| " + " | ".join(row) + " |" for row in rows]
+    table = format_table(header, rows)
+    if per_method:
+        m_header, m_rows = method_summary_rows(records)
+        with open(folder / METHODS_CSV, "w", newline="") as fh:
+            csv.writer(fh).writerows([m_header, *m_rows])
+        md = ["## By method", "", "| " + " | ".join(m_header) + " |", "|" + "|".join("---" for _ in m_header) + "|",
+              *["| " + " | ".join(row) + " |" for row in m_rows], "", "## All trials", "", *md]
+        table = format_table(m_header, m_rows) + "\n\n" + table
     (folder / LEADERBOARD_MD).write_text("\n".join(md) + "\n")
-    return format_table(header, rows)
+    return table
 
 
 def write_best_config(best: TrialRecord, plan: SearchPlan, folder: Path) -> Path:
