@@ -160,7 +160,8 @@ def test_importance_study_is_rebuilt_with_the_space_distributions(space_file: Pa
     records, rng = [], np.random.default_rng(1)
     for i, lr in enumerate(np.geomspace(1e-4, 2e-2, 8)):
         rec = TrialRecord(trial_id=f"t{i}", method="gholm", config={"method": "gholm", "lr": float(lr), "mu": 1.6 + 0.05 * i,
-                          "inject_nan_at_step": int(rng.integers(13, 61))}, knobs={}, curve=[(1, 0.1)], status="pruned",
+                          "inject_nan_at_step": int(rng.integers(13, 61)), "simulate_oom_above_batch": [4, 1000][i % 2]},
+                          knobs={}, curve=[(1, 0.1)], status="pruned",
                           best_val_acc=float(np.log10(lr)) + 5)  # accuracy driven by lr only
         records.append(rec)
     study = rebuild_study(space, records)
@@ -170,7 +171,7 @@ def test_importance_study_is_rebuilt_with_the_space_distributions(space_file: Pa
     assert study.trials[3].params["lr"] == pytest.approx(records[3].config["lr"])
     assert study.trials[3].value == pytest.approx(records[3].best_val_acc)
     importances = param_importances(space, records)["all"]
-    assert set(importances) <= {"lr", "mu", "inject_nan_at_step"} and max(importances, key=importances.get) in ("lr", "mu")
+    assert set(importances) <= {"lr", "mu", "inject_nan_at_step", "simulate_oom_above_batch"} and max(importances, key=importances.get) in ("lr", "mu")
 
 
 # ----------------------------------------------------------------- end to end
