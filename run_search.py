@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--address", help="join an existing Ray cluster (ray.init(address=...)) instead of a private local one")
     p.add_argument("--max-failures", dest="max_failures", type=int,
                    help="restarts of a trial whose worker or node dies (or that raises), each from its last checkpoint (default 3)")
+    p.add_argument("--dashboard", nargs="?", const="127.0.0.1", default=None, metavar="HOST",
+                   help="start Ray's dashboard for the local Ray, bound to localhost (or to HOST if given); needs ray[default]")
     p.add_argument("--wandb", choices=("online", "offline", "off"), help="W&B logging (default: online if logged in, else offline)")
     p.add_argument("--seed", type=int, help="seed of the TPE sampler and of every trial's training (default 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a config key for all trials (repeatable)")
@@ -72,7 +74,7 @@ def prepare(args: argparse.Namespace) -> tuple[SearchPlan, Any]:
         raise OptionError(str(err)) from None
     opts = {k: getattr(args, k) for k in ("space", "data", "data_root", "num_samples", "max_epochs", "grace_period",
                                           "reduction_factor", "gpus_per_trial", "cpus_per_trial", "max_concurrent",
-                                          "storage", "name", "address", "wandb", "seed", "smoke", "max_failures")}
+                                          "storage", "name", "address", "wandb", "seed", "smoke", "max_failures", "dashboard")}
     opts["overrides"] = overrides
     plan, applied = resolve_plan(opts, space)
     if storage.exists(plan.experiment_path):

@@ -55,6 +55,7 @@ class SearchPlan:
     wandb: str = "offline"
     smoke: bool = True
     address: str | None = None
+    dashboard_host: str | None = None  # None: no local dashboard; else the interface it binds to
     max_failures: int = DEFAULT_MAX_FAILURES  # retries of a trial whose process or node died (or that raised), from its last checkpoint
     demo_overrides: dict[str, Any] = field(default_factory=dict)  # CPU demo keys, skipped where a method lacks them
     overrides: dict[str, Any] = field(default_factory=dict)  # data, epochs, seed, then --set: fixed for all trials
@@ -190,6 +191,17 @@ def resolve_plan(opts: dict[str, Any], space: SearchSpace, gpus: int | None = No
         if Path(storage).exists() and not Path(storage).is_dir():
             raise OptionError(f"--storage {storage} is a file, not a folder. Fix: give a folder or a URI such as s3://bucket/searches")
 
+    dashboard_host = opts.get("dashboard")
+    if dashboard_host is not None:
+        if opts.get("address"):
+            raise OptionError("--dashboard starts the dashboard of a private local Ray; a cluster has its own. "
+                              "Fix: drop --dashboard and use `ray dashboard cluster.yaml` (see README)")
+        try:
+            import aiohttp  # noqa: F401  (the dashboard's server; only in ray[default])
+        except ImportError:
+            raise OptionError("--dashboard needs Ray's dashboard, which ray[tune] alone does not install. "
+                              "Fix: pip install 'ray[default]==2.60.0', or leave out --dashboard") from None
+
     demo = dict(CPU_OVERRIDES) if cpu_demo and smoke else {}
     overrides: dict[str, Any] = {"data": data, "epochs": max_epochs, "seed": seed}
     if data_root is not None:
@@ -198,7 +210,7 @@ def resolve_plan(opts: dict[str, Any], space: SearchSpace, gpus: int | None = No
     plan = SearchPlan(space=str(opts["space"]), name=name, storage=storage, data=data, data_root=data_root,
                       num_samples=num_samples, max_epochs=max_epochs, grace_period=grace, reduction_factor=rf,
                       cpus_per_trial=cpt, gpus_per_trial=gpt, max_concurrent=max_conc, seed=seed, wandb=wandb_mode,
-                      smoke=smoke, address=opts.get("address") or None, max_failures=max_failures, demo_overrides=demo,
+                      smoke=smoke, address=opts.get("address") or None, dashboard_host=dashboard_host, max_failures=max_failures, demo_overrides=demo,
                       overrides=overrides)
     return plan, apply_plan(plan, space)
 
@@ -236,7 +248,8 @@ def describe_plan(plan: SearchPlan) -> str:
         f"  scheduler  ASHA on {METRIC} ({MODE}), time unit {TIME_ATTR}: grace {plan.grace_period}, "
         f"reduction factor {plan.reduction_factor:g}, max {plan.max_epochs} epochs",
         f"  resources  {plan.cpus_per_trial:g} CPU + {plan.gpus_per_trial:g} GPU per trial, concurrent: {conc}"
-        + (f", cluster {plan.address}" if plan.address else ", local Ray (dashboard off)"),
+        + (f", cluster {plan.address}" if plan.address else
+           f", local Ray (dashboard {'on http://' + plan.dashboard_host + ':8265' if plan.dashboard_host else 'off'})"),
         f"  failures   a trial whose process or node dies (or that raises) restarts from its last checkpoint "
         f"up to {plan.max_failures} time(s), then counts as errored; the search goes on",
         f"  data       {plan.data}" + (f" at {plan.data_root}" if plan.data_root else "")

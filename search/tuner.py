@@ -20,7 +20,7 @@ KEEP_CHECKPOINTS = 1  # Ray keeps the best by val_acc plus always the latest (fo
 
 
 def init_ray(plan: SearchPlan) -> None:
-    """Start a private local Ray (dashboard off) or join ``--address``."""
+    """Start a private local Ray (dashboard off unless --dashboard) or join ``--address``."""
     import ray
 
     if ray.is_initialized():  # run_search joined the cluster early to check its storage
@@ -39,7 +39,10 @@ def init_ray(plan: SearchPlan) -> None:
         ray.init(address=plan.address, runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}}, **common)
     else:
         # "local": never attach silently to someone else's `ray start` cluster.
-        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1", **common)
+        # The dashboard exposes the cluster: off by default, localhost when asked,
+        # another interface only when named explicitly (--dashboard HOST).
+        ray.init(address="local", include_dashboard=plan.dashboard_host is not None,
+                 dashboard_host=plan.dashboard_host or "127.0.0.1", **common)
 
 
 def trainable_for(plan: SearchPlan) -> Any:

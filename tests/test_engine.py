@@ -119,3 +119,20 @@ def test_trainer_exposes_resolved_config(tmp_path: Path) -> None:
     trainer = Trainer(tiny_cfg(), tmp_path, progress=False)
     assert trainer.cfg["momentum"] == 0.9 and trainer.num_classes == 10
     assert (tmp_path / "config.yaml").is_file()
+
+
+def test_checkpoints_load_with_weights_only(tmp_path: Path) -> None:
+    """A checkpoint that would run code when unpickled is refused, not executed."""
+    import pickle
+
+    from fgmodels.checkpoint import STATE_FILE
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    (tmp_path / "ckpt").mkdir()
+    torch.save({"model": {}, "evil": Payload()}, tmp_path / "ckpt" / STATE_FILE)
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+        load_state(tmp_path / "ckpt")
+    assert not (tmp_path / "pwned").exists()

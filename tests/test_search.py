@@ -213,7 +213,8 @@ def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path) 
            "--name", name, "--num-samples", str(samples), "--max-epochs", str(max_epochs), "--grace-period", "1",
            "--reduction-factor", "2", "--max-concurrent", "2", "--cpus-per-trial", "1", "--wandb", "offline",
            "--seed", "0", "--no-smoke"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "WANDB_SILENT": "true"}
+    secret = "fgvc0test0secret0key0" + "f" * 19  # a 40-character key shape, as W&B keys are
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "WANDB_SILENT": "true", "WANDB_API_KEY": secret}
 
     # 1. start the search, SIGKILL the driver once a finished trial is in Ray's snapshot
     log1 = open(tmp_path / "first.log", "w")
@@ -318,6 +319,11 @@ def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path) 
     assert images, "no visualisation was logged to W&B"
     assert not math.isnan(float(rows[0]["best_val_acc"]))
 
+    # no secret anywhere in the results: configs, logs, W&B files, checkpoints
+    leaked = [p for p in exp.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaked, leaked
+    assert secret not in out
+
 
 def _trial_reports(exp: Path, trial_id: str) -> list[dict]:
     """Per-epoch rows Ray wrote for a trial (its result.json)."""
@@ -370,3 +376,28 @@ def test_wandb_default_mode_follows_login_without_revealing_the_key(tmp_path: Pa
     assert default_wandb_mode() == "online"
     captured = capsys.readouterr()
     assert secret not in captured.out + captured.err
+
+
+def test_dashboard_is_off_by_default_and_localhost_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import search.tuner as tuner
+    from search.plan import describe_plan
+
+    space = load_space("gholm")
+    plan, _ = resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere"}, space, gpus=0, cpus=2)
+    assert plan.dashboard_host is None and "dashboard off" in describe_plan(plan)
+    seen: dict = {}
+    monkeypatch.setattr("ray.is_initialized", lambda: False)
+    monkeypatch.setattr("ray.init", lambda **kw: seen.update(kw))
+    tuner.init_ray(plan)
+    assert seen["include_dashboard"] is False and seen["dashboard_host"] == "127.0.0.1"
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:  # ray[tune] only: asking for it is refused with the fix
+        with pytest.raises(OptionError, match=r"ray\[default\]"):
+            resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere", "dashboard": "127.0.0.1"},
+                         space, gpus=0, cpus=2)
+        return
+    plan, _ = resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere", "dashboard": "127.0.0.1"},
+                           space, gpus=0, cpus=2)
+    tuner.init_ray(plan)
+    assert seen["include_dashboard"] is True and seen["dashboard_host"] == "127.0.0.1"
