@@ -8,6 +8,29 @@ only through ``training_step`` / ``predict`` / ``on_epoch_start``.
 Determinism: every epoch re-seeds all RNGs from ``(seed, epoch)``, so a run
 resumed from the checkpoint of epoch ``e`` replays epoch ``e + 1`` exactly as an
 uninterrupted run would (on the same device and library versions).
+
+Speed options (config keys): ``amp`` (bf16 autocast; ``auto`` = on CUDA),
+``channels_last`` (model and inputs NHWC), ``compile`` (``torch.compile`` of the
+backbones' ``forward_features``/``forward_head``/``forward``, in place, so
+checkpoint keys do not change), fused optimisers on CUDA (:mod:`fgmodels.optim`)
+and ``pipeline: cache`` (uint8 pixel cache + augmentation on the device,
+:mod:`fgmodels.data.gpu_augment`; ``pil`` = the torchvision DataLoader).
+
+Host synchronisation inside a training step, i.e. where the CPU waits for the
+GPU (everything else is queued asynchronously):
+
+* the NaN/inf check ``float(loss_sum)`` every ``log_every`` steps (and the
+  progress-bar loss printed with it), plus once at the end of the epoch;
+* gholm (and any method using :func:`fgmodels.attention_ops.connected_components`):
+  the convergence test of the connected-component labelling, one
+  ``torch.equal`` per two propagation rounds. The number of rounds depends on
+  the mask, so it cannot be known without looking; a few per step;
+* evaluation: one ``float`` of the accumulated correct count per pass.
+
+Avoidable ones were removed: no ``.item()``/``.cpu()`` per step; running sums
+stay on the device; host->device copies of constants (``torch.tensor(..., device=)``)
+are gone from the crop path; the cache pipeline moves batches through pinned
+memory on a side stream.
 """
 from __future__ import annotations
 
@@ -88,6 +111,11 @@ def seed_everything(seed: int, epoch: int = 0) -> None:
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, cfg: dict[str, Any],
                 device: torch.device, generator: torch.Generator | None = None) -> DataLoader:
+    """Batches of ``(images, labels)``; with ``pipeline: cache`` they come already on ``device``."""
+    if cfg["pipeline"] == "cache":
+        from fgmodels.data.gpu_augment import make_device_loader
+
+        return make_device_loader(dataset, batch_size, train, cfg, device, generator)
     workers = int(cfg["workers"])
     return DataLoader(
         dataset,
@@ -99,6 +127,35 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, cfg: dict[str, A
         persistent_workers=workers > 0,
         generator=generator,
     )
+
+
+def compile_backbones(model: nn.Module) -> int:
+    """``torch.compile`` the backbone(s) of a method in place; returns how many.
+
+    Methods call ``backbone.forward_features`` / ``forward_head`` directly, which
+    a ``torch.compile(module)`` wrapper would skip, and the wrapper would also
+    rename every checkpoint key (``_orig_mod.``). So the bound methods are
+    replaced on the instance instead: weights, keys and ``.backbone`` stay as
+    they are. Looks at ``model.backbone`` and ``model.backbones`` (RA-CNN).
+    """
+    found = [getattr(model, "backbone", None)]
+    found += list(getattr(model, "backbones", None) or [])
+    count = 0
+    for backbone in (b for b in found if isinstance(b, nn.Module)):
+        names = [n for n in ("forward_features", "forward_head") if callable(getattr(backbone, n, None))]
+        for name in names or ["forward"]:  # e.g. timm's features_only wrappers have only forward
+            setattr(backbone, name, torch.compile(getattr(backbone, name)))
+        count += 1
+    if count == 0:
+        log.warning("compile: %s has no `backbone`/`backbones` attribute; nothing was compiled", type(model).__name__)
+    return count
+
+
+def _attach_pixel_cache(data: Any, cfg: dict[str, Any]) -> None:
+    if cfg["pipeline"] == "cache":  # one shared uint8 cache for all splits, built on first use
+        from fgmodels.data.gpu_augment import attach_pixel_cache
+
+        attach_pixel_cache(data, cfg)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -147,6 +204,7 @@ class Trainer:
         self.device = pick_device(self.cfg["device"])
         seed_everything(self.cfg["seed"])
         self.data = build_datasets(self.cfg)
+        _attach_pixel_cache(self.data, self.cfg)
         self.num_classes = self.data.num_classes
         self.accum_steps = int(self.cfg["accum_steps"])
         self.oom_retries = 0
@@ -173,8 +231,8 @@ class Trainer:
         model = create_method(self.cfg["method"], self.num_classes, **self.cfg).to(self.device)
         if self.cfg["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
-        if self.cfg["compile"] and hasattr(model, "backbone"):
-            model.backbone = torch.compile(model.backbone)
+        if self.cfg["compile"]:
+            compile_backbones(model)
         return model
 
     def _enter_phase(self, epoch: int, optimizer_state: dict | None = None) -> None:
@@ -395,6 +453,7 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, cfg: dict[str, Any], split: 
     cfg = resolve_config(cfg)
     device = pick_device(cfg["device"])
     data = build_datasets(cfg)
+    _attach_pixel_cache(data, cfg)
     state = load_state(checkpoint_dir, map_location=device)
     model = create_method(cfg["method"], data.num_classes, **cfg).to(device)
     model.load_state_dict(state["model"])
