@@ -208,8 +208,9 @@ class DeviceLoader:
                 shape = (len(rows), *self.cache.images.shape[1:])
                 if cuda:
                     if pinned is None or pinned.shape[0] < shape[0]:
-                        pinned = torch.empty((self.batch_size, *shape[1:]), dtype=torch.uint8).pin_memory()
-                    np.take(self.cache.images, rows, axis=0, out=pinned[: shape[0]].numpy())
+                        pinned = torch.empty((self.batch_size, *shape[1:]), dtype=torch.uint8, pin_memory=True)
+                    # mode="clip" (rows are valid): numpy then writes straight into ``out``, no temp copy
+                    np.take(self.cache.images, rows, axis=0, out=pinned[: shape[0]].numpy(), mode="clip")
                     with torch.cuda.stream(stream):
                         images = pinned[: shape[0]].to(self.device, non_blocking=True)
                         labels = labels.pin_memory().to(self.device, non_blocking=True)
