@@ -381,8 +381,7 @@ class Trainer:
         epoch = self.start_epoch
         while epoch < int(cfg["epochs"]):
             self._enter_phase(epoch)
-            if self.scheduler is not None:
-                self.scheduler.step(epoch - self.phase.start_epoch)
+            self.scheduler.step(epoch - self.phase.start_epoch)
             seed_everything(cfg["seed"], epoch)
             try:
                 train_metrics = self.train_epoch(epoch)
