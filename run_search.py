@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace-period", dest="grace_period", type=int, help="epochs before ASHA may stop a trial (CPU demo: 1)")
     p.add_argument("--reduction-factor", dest="reduction_factor", type=float, help="ASHA keeps 1/this of the trials at each rung (CPU demo: 2)")
     p.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float, help="GPUs per trial, fractions share a GPU (default 1 if a GPU is visible, else 0)")
+    p.add_argument("--gpu-memory-gb", dest="gpu_memory_gb", type=float,
+                   help="memory of one worker GPU, to check --gpus-per-trial packing (default: the local GPU's)")
     p.add_argument("--cpus-per-trial", dest="cpus_per_trial", type=float, help="CPUs per trial (CPU demo: 1)")
     p.add_argument("--max-concurrent", dest="max_concurrent", type=int, help="trials at once (CPU demo: 2; default: as resources allow)")
     p.add_argument("--storage", help="results root: a local folder (default ./results) or a URI such as s3://bucket/path")
@@ -77,10 +79,25 @@ def prepare(args: argparse.Namespace) -> tuple[SearchPlan, Any]:
                                           "storage", "name", "address", "wandb", "seed", "smoke", "max_failures", "dashboard")}
     opts["overrides"] = overrides
     plan, applied = resolve_plan(opts, space)
+    note = check_gpu_packing(plan, applied, args.gpu_memory_gb)
+    if note:
+        print(f"note: {note}")
     if storage.exists(plan.experiment_path):
         raise OptionError(f"results folder {plan.experiment_path} already exists; it is never overwritten. "
                           f"Fix: choose a new --name, or add --resume to continue that search")
     return plan, applied
+
+
+def check_gpu_packing(plan: SearchPlan, applied: Any, memory_gb: float | None) -> str | None:
+    """--gpus-per-trial below 1 must leave every trial enough GPU memory."""
+    from search.packing import check_packing, gpu_memory_gb
+
+    if memory_gb is not None and memory_gb <= 0:
+        raise OptionError(f"--gpu-memory-gb must be positive, got {memory_gb!r}. Fix: e.g. --gpu-memory-gb 80")
+    try:
+        return check_packing(applied, plan.gpus_per_trial, memory_gb or gpu_memory_gb())
+    except ValueError as err:
+        raise OptionError(str(err)) from None
 
 
 def prepare_resume(args: argparse.Namespace) -> tuple[SearchPlan, Any]:

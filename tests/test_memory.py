@@ -103,3 +103,20 @@ def test_gpu_fraction_check_refuses_what_cannot_fit() -> None:
     with pytest.raises(ValueError, match=">= 0"):
         check_gpu_fraction(cfg, -0.5, gpu, num_classes=10)
     assert math.isfinite(est) and est > memory.CUDA_OVERHEAD_GB
+
+
+def test_search_refuses_gpu_sharing_that_cannot_fit() -> None:
+    """The plan is checked before Ray starts: two paper-size GHOLM trials (largest
+    batch of the space) do not fit on one 24 GiB GPU; one per 80 GiB GPU does."""
+    import pytest
+
+    from search.packing import check_packing, worst_case_configs
+    from search.spaces import load_space
+
+    space = load_space("gholm").apply_overrides({"data": "cub"})  # as run_search applies --data: 448 px crops
+    worst = worst_case_configs(space)
+    assert worst[0]["batch_size"] == max(space.params["batch_size"].values)
+    with pytest.raises(ValueError, match=r"--gpus-per-trial 0.5 puts 2 trials|needs about"):
+        check_packing(space, 0.5, 24.0)
+    assert check_packing(space, 1.0, 24.0) is None  # whole GPUs: nothing to pack
+    assert "not checked" in check_packing(space, 0.5, None)

@@ -253,7 +253,8 @@ class RACNN(FGVCMethod):
         ``last_scale=False`` stops after the last box (APN pretraining needs no more)."""
         train_apn = phase == "apn"
         dtype = torch.promote_types(images.dtype, torch.float32)
-        box_abs = torch.tensor(FULL_IMAGE, dtype=dtype, device=images.device).expand(images.shape[0], 3)
+        # built on the device (no host-to-device copy inside the step)
+        box_abs = torch.stack([images.new_full((images.shape[0],), v, dtype=dtype) for v in FULL_IMAGE], dim=1)
         x = images
         out = ScalePass([], [], [], [], [])
         for s in range(self.scales if last_scale else self.scales - 1):
