@@ -26,7 +26,7 @@ DATASETS = ("synthetic", "cub", "aircraft", "cars", "dogs", "imagefolder")
 # on 2 cores. SGD from scratch on a tiny backbone stays at chance for a few
 # dozen steps, every trial ties and ASHA has nothing to rank, so the CPU demo
 # trains with AdamW; the plan printout says so.
-CPU_DEFAULTS = {"num_samples": 8, "max_epochs": 6, "grace_period": 1, "reduction_factor": 2.0,
+CPU_DEFAULTS = {"num_samples": 8, "max_epochs": 12, "grace_period": 1, "reduction_factor": 2.0,
                 "max_concurrent": 2, "cpus_per_trial": 1.0}
 CPU_OVERRIDES: dict[str, Any] = {"device": "cpu", "max_train_batches": 15, "opt": "adamw"}
 DEFAULT_MAX_FAILURES = 3  # a preempted/crashed node costs a trial at most one epoch, 3 times

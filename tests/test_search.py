@@ -58,10 +58,10 @@ def space_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cpu_defaults_make_a_small_real_search() -> None:
     space = load_space("gholm")
     plan, applied = resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere"}, space, gpus=0, cpus=2)
-    assert (plan.num_samples, plan.max_epochs, plan.grace_period, plan.reduction_factor) == (8, 6, 1, 2.0)
+    assert (plan.num_samples, plan.max_epochs, plan.grace_period, plan.reduction_factor) == (8, 12, 1, 2.0)
     assert (plan.max_concurrent, plan.cpus_per_trial, plan.gpus_per_trial, plan.smoke) == (2, 1.0, 0.0, True)
-    assert applied.fixed["backbone"] == "test_convnext"  # smoke section applied
-    assert applied.fixed["epochs"] == 6 and applied.fixed["max_train_batches"] == CPU_OVERRIDES["max_train_batches"]
+    assert applied.fixed["backbone"] == "test_resnet"  # smoke section applied
+    assert applied.fixed["epochs"] == 12 and applied.fixed["max_train_batches"] == CPU_OVERRIDES["max_train_batches"]
     assert all(cfg["epochs"] == 6 for cfg in applied.first)
     # with a GPU the same space plans a full search: no smoke, the space's own epochs
     gplan, gapplied = resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere"}, space, gpus=1, cpus=16)

@@ -160,7 +160,7 @@ def test_gholm_first_is_the_paper_setting() -> None:
     # the ordering constraint holds by construction
     assert space.params["theta_low"].high <= space.params["theta_high"].low
     smoke = space.smoke()
-    assert smoke.fixed["backbone"] == "test_convnext" and smoke.fixed["pretrained"] is False
+    assert smoke.fixed["backbone"] == "test_resnet" and smoke.fixed["pretrained"] is False
     assert smoke.fixed["batch_size"] <= 16 and "batch_size" not in smoke.params
 
 
@@ -319,7 +319,7 @@ def test_union_overrides_go_to_the_methods_that_know_the_key() -> None:
     with pytest.raises(SpaceError, match="'lgamm'"):
         space.apply_overrides({"method": "lgamm"})
     smoke = space.smoke()
-    assert smoke.fixed["gholm"]["backbone"] == "test_convnext"
+    assert smoke.fixed["gholm"]["backbone"] == "test_resnet"
     assert smoke.fixed["baseline"]["backbone"] == "test_resnet"
     with pytest.raises(SpaceError, match="batch_size"):
         space.fixed_value("batch_size")  # searched
