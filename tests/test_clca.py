@@ -19,15 +19,6 @@ from fgmodels.registry import create_method, list_methods
 SPACE = Path(__file__).resolve().parents[1] / "spaces" / "clca.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared, loaded 2-core box two threads spin and run ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(**kw):
     kw.setdefault("groups", 8)
     kw.setdefault("proj_width", 16)

@@ -21,15 +21,6 @@ from fgmodels.methods.gholm import Gholm
 from fgmodels.registry import create_method, method_hparams
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared, loaded 2-core box two threads spin and run far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _method(backbone: str = "test_convnext", num_classes: int = 4, **kw) -> Gholm:
     return create_method("gholm", num_classes, backbone=backbone, **kw)
 

@@ -20,15 +20,6 @@ from fgmodels.registry import create_method, list_methods
 SPACE = Path(__file__).resolve().parents[1] / "spaces" / "lgam.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on the shared, loaded 2-core box two threads spin and run ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _randomise_bn(module: nn.Module) -> None:
     """Non-trivial running stats and affine params, so eval-mode BN is not a no-op."""
     for m in module.modules():

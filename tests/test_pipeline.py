@@ -40,15 +40,6 @@ def _make_images(folder: Path, sizes=SIZES, seed: int = 0) -> list[Sample]:
     return samples
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on this shared 2-core machine a second OpenMP thread spins and is 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[Sample]:
     return _make_images(tmp_path_factory.mktemp("imgs"))

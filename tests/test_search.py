@@ -62,7 +62,7 @@ def test_cpu_defaults_make_a_small_real_search() -> None:
     assert (plan.max_concurrent, plan.cpus_per_trial, plan.gpus_per_trial, plan.smoke) == (2, 1.0, 0.0, True)
     assert applied.fixed["backbone"] == "test_resnet"  # smoke section applied
     assert applied.fixed["epochs"] == 12 and applied.fixed["max_train_batches"] == CPU_OVERRIDES["max_train_batches"]
-    assert all(cfg["epochs"] == 6 for cfg in applied.first)
+    assert all(cfg["epochs"] == 12 for cfg in applied.first)
     # with a GPU the same space plans a full search: no smoke, the space's own epochs
     gplan, gapplied = resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere"}, space, gpus=1, cpus=16)
     assert (gplan.smoke, gplan.gpus_per_trial, gplan.max_epochs) == (False, 1.0, 40)
