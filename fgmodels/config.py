@@ -21,6 +21,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "data": "synthetic",  # synthetic | cub | aircraft | cars | dogs | imagefolder
     "data_root": None,  # dataset folder; the synthetic set is cached here when given
     "val_fraction": 0.2,  # stratified validation split carved from train
+    "split_seed": 0,  # fixes which train images are validation, independent of the training seed
     "img_size": None,  # crop size; None = the dataset's default (448 real, 64 synthetic)
     "resize_size": None,  # resize before crop; None = the dataset's default (510 real)
     "color_jitter": 0.4,

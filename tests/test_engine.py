@@ -136,3 +136,14 @@ def test_checkpoints_load_with_weights_only(tmp_path: Path) -> None:
     with pytest.raises(pickle.UnpicklingError, match="weights_only"):
         load_state(tmp_path / "ckpt")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_validation_split_does_not_move_with_the_training_seed() -> None:
+    from fgmodels.data import build_datasets
+
+    def val_paths(**kw):
+        cfg = resolve_config({"data": "synthetic", **kw})
+        return sorted(s.path for s in build_datasets(cfg).val.samples)
+
+    assert val_paths(seed=0) == val_paths(seed=7)
+    assert val_paths(split_seed=0) != val_paths(split_seed=1)

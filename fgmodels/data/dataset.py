@@ -145,7 +145,9 @@ def build_datasets(cfg: dict[str, Any]) -> DataBundle:
         raise DatasetError(f"bad_image_policy must be 'fail' or 'skip', got {policy!r}")
     raw, root = load_raw(cfg)
     raw, skipped = drop_bad_images(raw, policy, f"{cfg.get('data', 'synthetic')} at {root}")
-    train, val = stratified_split(raw.train, float(cfg.get("val_fraction", 0.2)), int(cfg.get("seed", 0)))
+    # split_seed, not the training seed: trials that differ in seed must still be
+    # compared on the same validation images
+    train, val = stratified_split(raw.train, float(cfg.get("val_fraction", 0.2)), int(cfg.get("split_seed", 0)))
     img_size, resize_size = resolve_sizes(cfg)
     jitter = float(cfg.get("color_jitter", 0.4))
     train_tf = build_transforms(img_size, resize_size, train=True, color_jitter=jitter)
