@@ -167,3 +167,25 @@ def test_corrupt_mat_file(tmp_path: Path) -> None:
     (tmp_path / "train_list.mat").write_bytes(b"this is not a mat file at all" * 10)
     with pytest.raises(DatasetError, match="train_list.mat"):
         load_dogs(tmp_path)
+
+
+def test_aircraft_copyright_banner_is_cut_in_both_pipelines(tmp_path: Path) -> None:
+    """FGVC-Aircraft images end in a 20-row banner that is not aircraft: the PIL
+    loader and the pixel cache both see the image without it."""
+    import numpy as np
+
+    from fgmodels.data.cache import resize_square
+    from fgmodels.data.dataset import ImageListDataset
+    from fgmodels.data.fakes import AIRCRAFT_FAKE_SIZE, BANNER_COLOUR
+
+    write_fake_aircraft(tmp_path, per_split=(1, 1, 1))
+    raw = load_aircraft(tmp_path)
+    assert all(s.trim_bottom == 20 for s in raw.train + raw.test)
+    image, _ = ImageListDataset(raw.train[:1], transform=None)[0]
+    w, h = AIRCRAFT_FAKE_SIZE
+    pixels = np.asarray(image)
+    assert image.size == (w, h - 20)
+    assert not (pixels == np.array(BANNER_COLOUR)).all(axis=-1).any(), "banner pixels left in the image"
+    cached, (rh, rw, _, _) = resize_square(raw.train[0], 8)
+    # the shorter side of the trimmed 16 x 12 image is its height (untrimmed 16 x 32: its width)
+    assert (rw, rh) == (8 * w // (h - 20), 8) and cached.max() < 250

@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fgmodels.data.imageio import load_rgb
+from fgmodels.data.imageio import load_sample
 from fgmodels.data.types import DatasetError, Sample
 
 CACHE_VERSION = 1  # bump when the stored pixels or files change
@@ -116,17 +116,17 @@ def cache_key(samples: Sequence[Sample], resize_size: int, root: str | Path | No
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
         except OSError:
             stamp = "missing"
-        h.update(f"\n{s.path}\t{s.label}\t{stamp}".encode())
+        h.update(f"\n{s.path}\t{s.label}\t{stamp}\t{s.trim_bottom}".encode())
     name = Path(str(root)).name if root else "data"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "data"
     return f"{safe}_r{int(resize_size)}_n{len(samples)}_{h.hexdigest()[:12]}"
 
 
-def resize_square(path: str, resize_size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def resize_square(sample: Sample, resize_size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """``(S x S x 3 uint8, (resized_h, resized_w, top, left))`` exactly as torchvision resizes a PIL image."""
     from torchvision.transforms import functional as TF
 
-    image = TF.resize(load_rgb(path), resize_size)  # the same call T.Resize(resize_size) makes
+    image = TF.resize(load_sample(sample), resize_size)  # the same call T.Resize(resize_size) makes
     w, h = image.size
     top, left = int(round((h - resize_size) / 2.0)), int(round((w - resize_size) / 2.0))
     square = image.crop((left, top, left + resize_size, top + resize_size))
@@ -163,7 +163,7 @@ def _build(tmp: Path, samples: list[Sample], resize_size: int, workers: int) -> 
 
     def one(i: int) -> None:
         try:
-            pixels, geo = resize_square(samples[i].path, s)
+            pixels, geo = resize_square(samples[i], s)
         except (OSError, SyntaxError, ValueError) as err:
             raise DatasetError(
                 f"cannot read image {samples[i].path} while building the pixel cache: {err}; "

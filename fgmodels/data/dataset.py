@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from fgmodels.data.checks import check_splits
 from fgmodels.data.cub import CUB_LAYOUT, load_cub
-from fgmodels.data.imageio import load_rgb, verify_images
+from fgmodels.data.imageio import load_sample, verify_images
 from fgmodels.data.loaders import (
     AIRCRAFT_LAYOUT, CARS_LAYOUT, DOGS_LAYOUT, IMAGEFOLDER_LAYOUT,
     load_aircraft, load_cars, load_dogs, load_imagefolder,
@@ -60,7 +60,7 @@ class ImageListDataset(Dataset):
         for attempt in range(len(self.samples)):
             sample = self.samples[(index + attempt) % len(self.samples)]
             try:
-                image = load_rgb(sample.path)
+                image = load_sample(sample)
             except (OSError, SyntaxError, ValueError) as err:
                 if self.bad_image_policy == "fail":
                     raise DatasetError(

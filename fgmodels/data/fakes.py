@@ -49,6 +49,20 @@ def write_fake_cub(root: Path, num_classes: int = 3, train_per_class: int = 4, t
 AIRCRAFT_CLASSES = ["707-320", "A300B4", "Boeing 737-700", "F-16A/B"]  # real names contain spaces and slashes
 
 
+AIRCRAFT_FAKE_SIZE = (16, 32)  # w, h: 12 rows of "aircraft" above the 20-row banner
+BANNER_COLOUR = (255, 255, 255)
+
+
+def aircraft_image(path: Path, label: int, index: int) -> None:
+    """Like :func:`tiny_image`, plus the real set's 20-row copyright banner at the bottom (white)."""
+    tiny_image(path, label, index, AIRCRAFT_FAKE_SIZE)
+    w, h = AIRCRAFT_FAKE_SIZE
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+    im.paste(BANNER_COLOUR, (0, h - 20, w, h))
+    im.save(path, format="PNG")  # lossless: the banner edge stays sharp for the tests
+
+
 def write_fake_aircraft(root: Path, per_split: tuple[int, int, int] = (2, 1, 2)) -> Path:
     """``root/fgvc-aircraft-2013b/data`` with variant/family/manufacturer lists (only variant used)."""
     data = Path(root) / "fgvc-aircraft-2013b" / "data"
@@ -61,7 +75,7 @@ def write_fake_aircraft(root: Path, per_split: tuple[int, int, int] = (2, 1, 2))
             for j in range(count):
                 n += 1
                 image = f"{1000000 + n:07d}"
-                tiny_image(data / "images" / f"{image}.jpg", k, j)
+                aircraft_image(data / "images" / f"{image}.jpg", k, j)
                 lines.append(f"{image} {name}")
         (data / f"images_variant_{split}.txt").write_text("\n".join(lines) + "\n")
     return Path(root)

@@ -44,6 +44,20 @@ def load_rgb(path: str) -> Image.Image:
         return to_rgb(im)
 
 
+def load_sample(sample: Sample) -> Image.Image:
+    """The image a sample stands for: decoded, RGB, minus any banner rows.
+
+    Both pipelines (PIL loader and pixel cache) read images only through here,
+    so they always see the same pixels."""
+    image = load_rgb(sample.path)
+    if sample.trim_bottom:
+        w, h = image.size
+        if h <= sample.trim_bottom:
+            raise ValueError(f"image is {h} px high, not more than the {sample.trim_bottom} px banner to trim")
+        image = image.crop((0, 0, w, h - sample.trim_bottom))
+    return image
+
+
 def check_image(path: str) -> str | None:
     """``None`` if ``path`` decodes completely, else the reason it does not.
 

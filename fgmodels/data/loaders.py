@@ -54,6 +54,11 @@ def _parent_of(root: str | Path, folder: str) -> Path:
 AIRCRAFT_LEVELS = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
 
 
+# Every FGVC-Aircraft image carries a 20-pixel copyright banner at the bottom
+# (see the dataset's README); it is not part of the aircraft, so it is cut off.
+AIRCRAFT_BANNER_PX = 20
+
+
 def load_aircraft(root: str | Path, annotation_level: str = "variant") -> RawSplits:
     """FGVC-Aircraft 2013b; the official train+val lists form our train pool."""
     from torchvision.datasets import FGVCAircraft
@@ -80,7 +85,7 @@ def load_aircraft(root: str | Path, annotation_level: str = "variant") -> RawSpl
             raise DatasetError(f"{data / AIRCRAFT_LEVELS[annotation_level]} has a blank line; remove it")
         classes = ds.classes
         splits[split] = [
-            Sample(path=path, label=int(label), image_id=Path(path).stem)
+            Sample(path=path, label=int(label), image_id=Path(path).stem, trim_bottom=AIRCRAFT_BANNER_PX)
             for path, label in zip(ds._image_files, ds._labels)
         ]
     raw = RawSplits(splits["train"] + splits["val"], splits["test"], list(classes))

@@ -24,6 +24,7 @@ class Sample:
     bbox: Box | None = None  # object box
     part_box: Box | None = None  # discriminative part box (synthetic set)
     parts: tuple[tuple[int, float, float], ...] | None = None  # visible (part_id, x, y) keypoints (CUB)
+    trim_bottom: int = 0  # rows to cut off the bottom after decoding (FGVC-Aircraft's copyright banner)
 
 
 @dataclass
