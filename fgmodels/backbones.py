@@ -39,12 +39,3 @@ def create_backbone(
         pretrained = True
         extra["pretrained_cfg_overlay"] = dict(file=str(path))
     return timm.create_model(name, pretrained=pretrained, num_classes=0, **extra)
-
-
-def feature_stride(model: nn.Module) -> int:
-    """Total stride of the last feature map (32 for most CNNs)."""
-    info = getattr(model, "feature_info", None)
-    if info:
-        last = info[-1]
-        return int(last["reduction"] if isinstance(last, dict) else last.reduction)
-    return 32

@@ -7,7 +7,7 @@ a short name. The training loop, the search and the CLI only ever go through
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 _METHODS: dict[str, type] = {}
 
@@ -61,5 +61,3 @@ def create_method(name: str, num_classes: int, **kwargs: Any):
     picked = {k: v for k, v in kwargs.items() if k in accepted}
     return cls(num_classes=num_classes, **picked)
 
-
-MethodFactory = Callable[..., Any]

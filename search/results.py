@@ -78,8 +78,9 @@ def method_summary_rows(records: list[TrialRecord]) -> tuple[list[str], list[lis
     so a cross-method search answers "which method?" before "which trial?"."""
     header = ["method", "trials", "best_val_acc", "best_trial", "completed", "pruned", "failed"]
     rows = []
-    for method in dict.fromkeys(r.method for r in rank(records)):
-        mine = [r for r in rank(records) if r.method == method]
+    ranked = rank(records)
+    for method in dict.fromkeys(r.method for r in ranked):
+        mine = [r for r in ranked if r.method == method]
         top = next((r for r in mine if r.ranked), None)
         count = lambda *st: str(sum(r.status in st for r in mine))  # noqa: E731
         rows.append([method, str(len(mine)), f"{top.best_val_acc:.4f}" if top else "",

@@ -74,7 +74,6 @@ class Gholm(FGVCMethod):
     connectivity: int = 8
     # The engine may run predict under no_grad: the cam re-enables grad for the
     # cheap head only, so the backbone forward keeps no graph at evaluation.
-    predict_needs_grad = False
 
     def __init__(
         self,
