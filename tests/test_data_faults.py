@@ -13,7 +13,7 @@ from fgmodels.data import (
     DatasetError, DatasetNotFoundError, ImageListDataset, Sample, build_datasets, load_cub, load_imagefolder,
     load_rgb, verify_images,
 )
-from fgmodels.data.fakes import write_fake_cub, write_fake_imagefolder
+from tests.fakes import write_fake_cub, write_fake_imagefolder
 
 
 def _cfg(data: str, root: Path, **kw) -> dict:
