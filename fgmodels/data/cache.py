@@ -111,7 +111,7 @@ def cache_key(samples: Sequence[Sample], resize_size: int, root: str | Path | No
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
         except OSError:
             stamp = "missing"
-        h.update(f"\n{s.path}\t{s.label}\t{stamp}\t{s.trim_bottom}".encode())
+        h.update(f"\n{s.path}\t{s.label}\t{stamp}\t{s.trim_bottom}\t{int(s.exif_transpose)}".encode())
     name = Path(str(root)).name if root else "data"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "data"
     return f"{safe}_r{int(resize_size)}_n{len(samples)}_{h.hexdigest()[:12]}"

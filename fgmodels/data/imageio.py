@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fgmodels.data.types import Sample
 
@@ -37,19 +37,23 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def load_rgb(path: str) -> Image.Image:
-    """Decode ``path`` fully (so truncation fails here, not later) and return RGB."""
+def load_rgb(path: str, exif_transpose: bool = False) -> Image.Image:
+    """Decode ``path`` fully (so truncation fails here, not later) and return RGB,
+    turned upright by its EXIF orientation tag if ``exif_transpose``."""
     with Image.open(path) as im:
         im.load()
+        if exif_transpose:
+            return to_rgb(ImageOps.exif_transpose(im))
         return to_rgb(im)
 
 
 def load_sample(sample: Sample) -> Image.Image:
-    """The image a sample stands for: decoded, RGB, minus any banner rows.
+    """The image a sample stands for: decoded, RGB, upright where the layout wants
+    it (see ``Sample.exif_transpose``), minus any banner rows.
 
     Both pipelines (PIL loader and pixel cache) read images only through here,
     so they always see the same pixels."""
-    image = load_rgb(sample.path)
+    image = load_rgb(sample.path, sample.exif_transpose)
     if sample.trim_bottom:
         w, h = image.size
         if h <= sample.trim_bottom:
