@@ -44,6 +44,8 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn as nn
 
+from fgmodels.runtime import micro_batch_size, uses_bf16
+
 GB = 2**30
 CUDA_OVERHEAD_GB = 1.0  # context (~0.5 GB on Hopper) + cuBLAS/cuDNN workspaces + batches
 BACKWARD_FACTOR = 1.25  # activation grads during backward + allocator fragmentation
@@ -96,11 +98,6 @@ class ActivationProfile:
         return max(0.0, self.const) + batch * max(0.0, self.per_image0 + self.per_pixel * size * size)
 
 
-def uses_bf16(cfg: dict[str, Any], device_type: str = "cuda") -> bool:
-    """What the engine's ``autocast_for`` does on ``device_type``."""
-    return cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and device_type == "cuda")
-
-
 def _build(cfg: dict[str, Any], num_classes: int) -> nn.Module:
     from fgmodels.registry import create_method
 
@@ -129,7 +126,7 @@ def _profile_key(cfg: dict[str, Any], num_classes: int) -> str:
     from fgmodels.registry import method_hparams
 
     keys = ["method", "backbone", "drop_rate", *sorted(method_hparams(cfg["method"]))]
-    return json.dumps({"cfg": {k: cfg[k] for k in keys}, "n": num_classes, "bf16": uses_bf16(cfg)},
+    return json.dumps({"cfg": {k: cfg[k] for k in keys}, "n": num_classes, "bf16": uses_bf16(cfg, "cuda")},
                       sort_keys=True, default=str)
 
 
@@ -200,7 +197,7 @@ def memory_breakdown(cfg: dict[str, Any], num_classes: int = 200, probe_device: 
 
     cfg = resolve_config(cfg)
     img_size, _ = resolve_sizes(cfg)
-    micro = max(1, int(cfg["batch_size"]) // int(cfg["accum_steps"]))
+    micro = micro_batch_size(cfg["batch_size"], cfg["accum_steps"])
     key = _profile_key(cfg, int(num_classes))
     weight_bytes, trainable, _ = _param_counts_cached(key)
     copies = max(_opt_copies(p.opt, float(cfg["momentum"])) for p in phases(cfg))
@@ -279,7 +276,7 @@ def measure_cpu_step_peak_bytes(cfg: dict[str, Any], num_classes: int = 200, ste
 
     cfg = resolve_config({**cfg, "amp": "off"})
     img_size, _ = resolve_sizes(cfg)
-    micro = max(1, int(cfg["batch_size"]) // int(cfg["accum_steps"]))
+    micro = micro_batch_size(cfg["batch_size"], cfg["accum_steps"])
     model = _build(cfg, num_classes)
     opt = build_optimizer(model, cfg, phase_at(cfg, 0), torch.device("cpu"))
     images = torch.randn(micro, 3, img_size, img_size)

@@ -17,8 +17,14 @@ from typing import Any
 
 import yaml
 
+from fgmodels.checkpoint import CHECKPOINT_DIR, STATE_FILE
 from fgmodels.config import ConfigError, load_config, resolve_config
-from fgmodels.engine import TrialDiverged, evaluate_checkpoint, fit
+from fgmodels.data import DatasetError
+from fgmodels.engine import Trainer, TrialDiverged, evaluate_checkpoint
+
+# Exit statuses: 2 = the inputs cannot be run (config, data, workdir), 3 = training diverged.
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
 
 _DIRECT = ("method", "backbone", "data", "data_root", "epochs", "batch_size", "lr", "seed", "device", "img_size")
 
@@ -63,26 +69,39 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = build_config(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    workdir = Path(args.workdir or f"runs/{cfg['method']}-{cfg['data']}")
-    resume = workdir / "checkpoint" if args.resume else None
-    if resume is None and (workdir / "checkpoint" / "state.pt").exists():
-        print(f"error: {workdir} already holds a run; pass --resume to continue it or --workdir for a new one",
-              file=sys.stderr)
-        return 2
-    try:
-        result = fit(cfg, workdir, resume_from=resume, progress=not args.no_progress)
+        workdir = Path(args.workdir or f"runs/{cfg['method']}-{cfg['data']}")
+        resume = _check_workdir(workdir, args.resume)
+        trainer = Trainer(cfg, workdir, progress=not args.no_progress)  # data and model: every input error is raised here
+        if resume is not None:
+            trainer.resume(resume)
+        result = trainer.fit()
+    except (ConfigError, DatasetError) as err:
+        return _fail(err, EXIT_BAD_INPUT)
     except TrialDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
-    summary: dict[str, Any] = {"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch + 1}
+        return _fail(err, EXIT_DIVERGED)
+    summary: dict[str, Any] = {"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch}
     if args.test:
         summary["test"] = evaluate_checkpoint(result.best_dir, cfg, split="test")
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _check_workdir(workdir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None; refuses to mix two runs in one folder."""
+    checkpoint = workdir / CHECKPOINT_DIR
+    has_run = (checkpoint / STATE_FILE).exists()
+    if resume and not has_run:
+        raise ConfigError(f"--resume: {workdir} holds no checkpoint. Fix: drop --resume or pass the --workdir of the run.")
+    if not resume and has_run:
+        raise ConfigError(f"{workdir} already holds a run. Fix: pass --resume to continue it or --workdir for a new one.")
+    return checkpoint if resume else None
+
+
+def _fail(err: Exception, status: int) -> int:
+    """One line on stderr, no traceback: the message already names the problem and the fix."""
+    print("error: " + " ".join(str(err).split()), file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

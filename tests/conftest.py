@@ -18,3 +18,18 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def fault_injection():
+    """The fault-injection hook installed for one test (``inject_nan_at_step``,
+    ``simulate_oom_above_batch`` become config keys); removed afterwards unless
+    ``FGVC_HOOKS`` had installed it for the whole process."""
+    from fgmodels.hooks import install_hook, installed_hooks, remove_hook
+    from tests.fault_injection import HOOK
+
+    already = HOOK in installed_hooks()
+    install_hook(HOOK)
+    yield HOOK
+    if not already:
+        remove_hook(HOOK)

@@ -81,19 +81,19 @@ def test_optimiser_switch_happens_at_configured_epoch(tmp_path: Path) -> None:
     assert all("momentum_buffer" in s for s in per_param)
 
 
-def test_nan_loss_stops_trial_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+def test_nan_loss_stops_trial_and_keeps_last_good_checkpoint(tmp_path: Path, fault_injection) -> None:
     cfg = tiny_cfg(epochs=3, max_train_batches=3, inject_nan_at_step=4)  # inside epoch 2
     with pytest.raises(TrialDiverged) as err:
         fit(cfg, tmp_path, progress=False)
     msg = str(err.value)
     assert "NaN" in msg and "epoch 2" in msg and str(tmp_path / "checkpoint") in msg
     state = load_state(tmp_path / "checkpoint")
-    assert state["epoch"] == 0  # epoch 1 (0-based 0) is the last good one
+    assert state["epochs_done"] == 1  # epoch 1 is the last good one
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_out_of_memory_retries_with_half_micro_batch(tmp_path: Path) -> None:
+def test_out_of_memory_retries_with_half_micro_batch(tmp_path: Path, fault_injection) -> None:
     cfg = tiny_cfg(epochs=2, batch_size=16, simulate_oom_above_batch=8, max_train_batches=3)
     result = fit(cfg, tmp_path, progress=False)
     assert [h["micro_batch"] for h in result.history] == [8, 8]
@@ -102,7 +102,7 @@ def test_out_of_memory_retries_with_half_micro_batch(tmp_path: Path) -> None:
     assert all(math.isfinite(h["train_loss"]) for h in result.history)
 
 
-def test_out_of_memory_at_micro_batch_one_gives_up_clearly(tmp_path: Path) -> None:
+def test_out_of_memory_at_micro_batch_one_gives_up_clearly(tmp_path: Path, fault_injection) -> None:
     cfg = tiny_cfg(epochs=1, batch_size=2, simulate_oom_above_batch=0, max_train_batches=1)
     with pytest.raises(torch.OutOfMemoryError, match="micro-batch 1"):
         fit(cfg, tmp_path, progress=False)

@@ -252,7 +252,7 @@ def test_compile_option_wraps_what_methods_call_and_keeps_keys(monkeypatch) -> N
         wrapped.append(fn)
         return run
 
-    monkeypatch.setattr(engine.torch, "compile", fake_compile)
+    monkeypatch.setattr(torch, "compile", fake_compile)
     plain = create_method("gholm", 4, backbone="test_convnext")
     compiled = create_method("gholm", 4, backbone="test_convnext")
     compiled.load_state_dict(plain.state_dict())
