@@ -25,7 +25,7 @@ The model of one trial's peak memory (bytes):
   ``BACKWARD_FACTOR`` for the gradients of activations alive during backward
   and allocator fragmentation.
 
-Accuracy (see /work/notes/README_speed.md): the saved-tensor count is exact
+Accuracy: the saved-tensor count is exact
 (tests check it against a hand count); scaling from the 96/160 px probes to
 448 px is exact for stride-32 CNNs at multiples of 32. The end-to-end peak was
 checked on the CPU only (no GPU here): see :func:`measure_cpu_step_peak_bytes`.
