@@ -363,3 +363,108 @@ def test_describe_lists_every_knob_with_its_first_value() -> None:
         assert key in text
     assert "mu" in text and "1.7" in text and "loguniform [0.0001, 0.01]" in text
     assert "method gholm" in text and "method baseline" in text
+
+
+# ------------------------------------------------------------------ one validation entry point
+GHOLM_SPACE = """\
+fixed: {method: gholm, backbone: test_convnext}
+params:
+  mu:         {type: uniform, low: 1.5, high: 2.2}
+  theta_low:  {type: uniform, low: 0.8, high: 1.5}
+  theta_high: {type: uniform, low: 1.2, high: 2.5}
+first: {mu: 1.7, theta_low: 1.0, theta_high: 2.0}
+"""
+PLACES = {
+    # id: (old text, new text, where the message must point)
+    "fixed": ("backbone: test_convnext}", "backbone: test_convnext, gamma: -1}", "fixed.gamma"),
+    "range_low": ("{type: uniform, low: 1.5, high: 2.2}", "{type: uniform, low: -1, high: 2.2}", "params.mu"),
+    "range_high": ("{type: uniform, low: 1.5, high: 2.2}", "{type: uniform, low: 1.5, high: 6}", "params.mu"),
+    "choice": ("{type: uniform, low: 1.5, high: 2.2}", "{type: choice, values: [1.7, -0.5]}", "params.mu"),
+    "first": ("theta_low: 1.0, theta_high: 2.0}", "theta_low: 1.4, theta_high: 1.3}", "first"),
+    "smoke": ("backbone: test_convnext}\n", "backbone: test_convnext, gamma: 0.2}\nsmoke: {gamma: -1}\n", "smoke"),
+}
+
+
+@pytest.fixture()
+def strict_mu(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """check_values with knob ranges (mu and gamma in [0, 5], theta_low <= theta_high),
+    recording every call: the space loader must consult it for every value."""
+    import search.spaces.checks as checks
+    from fgmodels.config import ConfigError
+
+    real, calls = checks.check_values, []
+
+    def check_values(method: str, values: dict[str, Any]) -> dict[str, Any]:
+        calls.append(dict(values))
+        for key in ("mu", "gamma"):
+            if key in values and not 0 <= values[key] <= 5:
+                raise ConfigError(f"{key} must lie in [0, 5], got {values[key]!r}. Fix: choose {key} in [0, 5]")
+        low, high = values.get("theta_low", 1.0), values.get("theta_high", 2.0)
+        if low > high:
+            raise ConfigError(f"theta_low ({low}) must be <= theta_high ({high}). Fix: lower theta_low")
+        return real(method, values)
+
+    monkeypatch.setattr(checks, "check_values", check_values)
+    return calls
+
+
+@pytest.mark.parametrize("place", sorted(PLACES))
+def test_every_value_of_a_space_is_judged_by_check_values(tmp_path: Path, strict_mu: list, place: str) -> None:
+    old, new, where = PLACES[place]
+    assert GHOLM_SPACE.count(old) == 1, f"test setup: {old!r} must occur once"
+    text = GHOLM_SPACE.replace(old, new)
+    path = _write(tmp_path, text, "g.yaml")
+    with pytest.raises(SpaceError) as info:
+        load_space(str(path))
+    msg = str(info.value)
+    assert "g.yaml" in msg and f": {where}" in msg and "Fix:" in msg, msg
+    assert ("[0, 5]" in msg) or ("theta_low (1.4) must be <= theta_high (1.3)" in msg), msg
+
+
+def test_set_values_are_judged_by_check_values(tmp_path: Path, strict_mu: list) -> None:
+    space = load_space(str(_write(tmp_path, GHOLM_SPACE, "g.yaml")))
+    with pytest.raises(SpaceError, match=r"--set: override\.mu: mu must lie in \[0, 5\], got -1\. Fix: choose mu"):
+        space.apply_overrides({"mu": -1}, "--set")
+    # a new constant is checked against the knobs still searched: theta_low may reach 1.5
+    with pytest.raises(SpaceError, match=r"--set: params\.theta_low: theta_low \(1\.5\) must be <= theta_high \(1\.4\)"):
+        space.apply_overrides({"theta_high": 1.4}, "--set")
+    calls = len(strict_mu)
+    ok = space.apply_overrides({"mu": 2.0}, "--set")
+    assert ok.fixed["mu"] == 2.0 and ok.first[0]["mu"] == 2.0
+    assert any(c.get("mu") == 2.0 for c in strict_mu[calls:])
+
+
+def test_out_of_range_values_are_refused_when_read(tmp_path: Path) -> None:
+    """With the project's own checks: a range bound or --set value the trainer would refuse."""
+    bad = _write(tmp_path, GOOD.replace("{type: loguniform, low: 1e-4, high: 1.0e-2}",
+                                        "{type: uniform, low: -1.0, high: 1.0e-2}"))
+    with pytest.raises(SpaceError, match=r"user_space\.yaml: params\.lr: .*'lr'.*Fix:"):
+        load_space(str(bad))
+    with pytest.raises(SpaceError, match=r"--set: override\.lr: .*'lr'"):
+        load_space(str(_write(tmp_path, GOOD, "ok.yaml"))).apply_overrides({"lr": -1.0}, "--set")
+
+
+def test_gholm_knob_ranges_are_refused_on_load_and_set(tmp_path: Path) -> None:
+    import fgmodels.config
+
+    if not hasattr(fgmodels.config, "check_values"):
+        pytest.skip("fgmodels.config.check_values (knob ranges) not merged yet")
+    bad = _write(tmp_path, GHOLM_SPACE.replace("{type: uniform, low: 1.5, high: 2.2}", "{type: uniform, low: -1, high: 2}"))
+    with pytest.raises(SpaceError, match=r"params\.mu: .*mu"):
+        load_space(str(bad))
+    with pytest.raises(SpaceError, match=r"--set: override\.mu: .*mu"):
+        load_space("gholm").apply_overrides({"mu": -1}, "--set")
+
+
+# ------------------------------------------------------------------ include: all
+def test_include_all_takes_every_registered_method_with_a_space_file(tmp_path: Path) -> None:
+    for name in ("gholm", "baseline"):
+        (tmp_path / f"{name}.yaml").write_text((SPACES_DIR / f"{name}.yaml").read_text())
+    _write(tmp_path, "description: all\ninclude: all\n", "everything.yaml")
+    space = load_space("everything", spaces_dir=tmp_path)
+    assert space.methods == ["baseline", "gholm"]  # registry order; no other method has a file here
+    (tmp_path / "lgam.yaml").write_text((SPACES_DIR / "lgam.yaml").read_text())  # a method gains a space file
+    space = load_space("everything", spaces_dir=tmp_path)
+    assert space.methods == [m for m in list_methods() if m in ("baseline", "gholm", "lgam")]
+    assert [c["method"] for c in space.first] == space.methods
+    assert load_space("baseline,gholm", spaces_dir=tmp_path).methods == ["baseline", "gholm"]  # lists still work
