@@ -173,7 +173,7 @@ def _parse_method_space(data: dict[str, Any], source: str, name: str) -> MethodS
         for key in keys:
             if key not in known:
                 raise fail(source, f"{section}.{key}", f"unknown config key {key!r} for method {method!r}{closest(key, known)}",
-                           "use a training key or one of the method's own knobs")
+                           "use a key of TRAIN_DEFAULTS (fgmodels/config.py) or of the method's hparams")
     for key in set(fixed) & set(raw_params):
         raise fail(source, f"params.{key}", f"{key!r} is both fixed and searched", "remove it from `fixed` or from `params`")
     fixed = checked(source, "fixed", method, fixed)

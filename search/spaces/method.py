@@ -66,7 +66,7 @@ class MethodSpace(SearchSpace):
             known = known_keys(self.method)
             if key not in known:
                 raise fail(source, f"override.{key}", f"unknown config key {key!r} for method {self.method!r}"
-                           f"{closest(key, known)}", "use a training key or one of the method's own knobs")
+                           f"{closest(key, known)}", "use a key of TRAIN_DEFAULTS (fgmodels/config.py) or of the method's hparams")
         given = checked(source, "override", self.method, {k: v for k, v in overrides.items() if k != "method"}, fixed)
         fixed.update(given)
         for key in given:

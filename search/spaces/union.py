@@ -72,7 +72,7 @@ class UnionSpace(SearchSpace):
         for key in overrides:
             if not any(key in known_keys(m) for m in members):
                 raise fail(source, f"override.{key}", f"no method of space {self.name!r} knows the key {key!r}"
-                           f"{closest(key, every_key)}", "use a training key or one of a method's own knobs")
+                           f"{closest(key, every_key)}", "use a key of TRAIN_DEFAULTS or of one method's hparams")
         members = {m: sub.apply_overrides({k: v for k, v in overrides.items() if k in known_keys(m)}, source)
                    for m, sub in members.items()}
         return make_union(self.name, self.description, list(members.values()), self.source, smoke)
