@@ -14,12 +14,15 @@ import logging
 import netrc
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from ray import tune
 
+from search import trial_config
+from search.records import STOPPED_BY_SCHEDULER
 from search.trainable import VIZ_DIR, VIZ_EPOCH_FILE
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,7 @@ DEFAULT_PROJECT = "fgvc-search"
 # Ray's own bookkeeping in every result: not worth a W&B chart.
 _SKIP_KEYS = {"done", "should_checkpoint", "timestamp", "pid", "date", "hostname", "node_ip",
               "trial_id", "experiment_tag", "checkpoint_dir_name", "time_since_restore",
-              "iterations_since_restore", "time_this_iter_s"}
+              "iterations_since_restore", "time_this_iter_s", trial_config.TRIAL_CONFIG_KEY}
 
 
 def wandb_logged_in() -> bool:
@@ -54,8 +57,11 @@ def _run_id(group: str, trial_id: str) -> str:
 
 
 class WandbTrialCallback(tune.Callback):
-    """One W&B run per trial, grouped by the search name: the trial's plain
-    config, every reported numeric metric, and the best-epoch images."""
+    """One W&B run per trial, grouped by the search name: the trial's resolved
+    config, every reported numeric metric, and the best-epoch images. A run
+    opens at the trial's first report, which carries the config the trial
+    resolved (a trial that fails before reporting has no run; its error is in
+    the leaderboard)."""
 
     def __init__(self, mode: str, group: str, directory: str, project: str | None = None) -> None:
         if mode not in ("online", "offline"):
@@ -73,17 +79,14 @@ class WandbTrialCallback(tune.Callback):
         return state
 
     # -- run lifecycle
-    def _run(self, trial: Any) -> Any:
+    def _run(self, trial: Any, config: dict[str, Any] | None = None) -> Any:
         run = self._runs.get(trial.trial_id)
         if run is not None:
             return run
         import wandb
 
-        from search.spaces import to_trial_config
-
         Path(self.directory).mkdir(parents=True, exist_ok=True)
-        config = dict(to_trial_config(dict(trial.config)))
-        config.update(search=self.group, trial_id=trial.trial_id)
+        config = {**(config or {}), "search": self.group, "trial_id": trial.trial_id}
         run = wandb.init(
             project=self.project, group=self.group, name=trial.trial_id, id=_run_id(self.group, trial.trial_id),
             job_type="trial", dir=self.directory, mode=self.mode, config=config, resume="allow",
@@ -102,14 +105,12 @@ class WandbTrialCallback(tune.Callback):
             run.finish(exit_code=exit_code)
 
     # -- Ray hooks
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._run(trial)
-
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        run = self._run(trial, trial_config.from_result(result))
         row = {k: v for k, v in result.items()
                if k not in _SKIP_KEYS and isinstance(v, (int, float, bool)) and not isinstance(v, str)}
         if row:
-            self._run(trial).log(row)
+            run.log(row)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         try:
@@ -154,12 +155,19 @@ class WandbTrialCallback(tune.Callback):
 
 class ProgressPrinter(tune.Callback):
     """One readable line per epoch and per finished trial (Ray's own table is
-    switched off: with dozens of fixed config keys it does not fit a terminal)."""
+    switched off: with dozens of fixed config keys it does not fit a terminal).
 
-    def __init__(self, max_epochs: int, num_samples: int, metric: str = "val_acc") -> None:
+    ``stop_decisions`` (optional, called when a trial ends) returns the
+    scheduler's recorded STOP decisions, trial id -> ``{"epoch", "scheduler"}``;
+    without it a trial that ended early without error is reported as stopped by
+    the scheduler at its last epoch."""
+
+    def __init__(self, max_epochs: int, num_samples: int, metric: str = "val_acc",
+                 stop_decisions: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None) -> None:
         self.max_epochs = max_epochs
         self.num_samples = num_samples
         self.metric = metric
+        self.stop_decisions = stop_decisions
         self.finished = 0
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -176,17 +184,30 @@ class ProgressPrinter(tune.Callback):
                   flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        print(f"[search] trial {trial.trial_id} {self.what_happened(trial)} "
+              f"({self.finished}/{self.num_samples} finished in this run)", flush=True)
+
+    def what_happened(self, trial: Any) -> str:
         last = trial.last_result or {}
         epochs = int(last.get("epoch", 0) or 0)
+        stop = self._stop_of(trial.trial_id)
         if last.get("diverged"):
-            what = "ended (diverged)"
-        elif epochs < self.max_epochs:
-            what = f"stopped early by ASHA after {epochs} epoch(s)"
-        else:
-            what = f"completed {epochs} epochs"
-        self.finished += 1
-        print(f"[search] trial {trial.trial_id} {what} ({self.finished}/{self.num_samples} finished in this run)",
-              flush=True)
+            return f"ended: diverged in epoch {last.get('diverged_epoch')}"
+        if stop is not None and int(stop.get("epoch", 0)) < self.max_epochs:
+            return f"{STOPPED_BY_SCHEDULER} ({stop.get('scheduler', '?')}) at epoch {stop.get('epoch')}"
+        if epochs >= self.max_epochs:
+            return f"completed {epochs} epochs"
+        return f"{STOPPED_BY_SCHEDULER} at epoch {epochs}"
+
+    def _stop_of(self, trial_id: str) -> Mapping[str, Any] | None:
+        if self.stop_decisions is None:
+            return None
+        try:
+            return self.stop_decisions().get(trial_id)
+        except Exception as err:  # a progress line is never worth a failed search
+            log.warning("could not read the scheduler's stop decisions: %s", err)
+            return None
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished += 1

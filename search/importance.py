@@ -1,10 +1,11 @@
 """Hyperparameter importance with Optuna, from a study rebuilt out of the
 trial records (so it also works after ``--resume`` or on a copied folder).
 
-Each trial's configuration is replayed through the space's define-by-run
-function on an ``optuna.trial.FixedTrial``, which yields exactly the Optuna
-names and distributions the search used. The value is the trial's best
-val_acc (pruned trials included, at the level they reached).
+Each trial's resolved configuration is turned into Optuna values by the
+space's :class:`~search.spaces.OptunaNames` and replayed through its
+define-by-run function on an ``optuna.trial.FixedTrial``, which yields exactly
+the Optuna names and distributions the search used. The value is the trial's
+best val_acc (pruned trials included, at the level they reached).
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import logging
 import warnings
 from typing import Any, Iterable
 
-from search.records import TrialRecord
-from search.spaces import SEP, SearchSpace
+from search.records import ERRORED, UNFINISHED, TrialRecord
+from search.spaces import SearchSpace
 
 log = logging.getLogger(__name__)
 MIN_TRIALS = 3  # fewer finished trials say nothing about importance
@@ -21,14 +22,7 @@ MIN_TRIALS = 3  # fewer finished trials say nothing about importance
 
 def optuna_point(space: SearchSpace, record: TrialRecord) -> dict[str, Any]:
     """Optuna parameter names -> stored values for one trial."""
-    sub = space.member(record.method)
-    point: dict[str, Any] = {}
-    if space.is_union:
-        point["method"] = record.method
-    for key, spec in sub.params.items():
-        name = f"{record.method}{SEP}{key}" if space.is_union else key
-        point[name] = spec.encode(record.config[key])
-    return point
+    return space.names.point(record.config, space.member(record.method))
 
 
 def rebuild_study(space: SearchSpace, records: Iterable[TrialRecord], strip_method: bool = False) -> Any:
@@ -37,7 +31,7 @@ def rebuild_study(space: SearchSpace, records: Iterable[TrialRecord], strip_meth
 
     study = optuna.create_study(direction="maximize")
     for record in records:
-        if record.status in ("errored", "unfinished") or record.best_val_acc != record.best_val_acc:
+        if record.status in (ERRORED, UNFINISHED) or record.best_val_acc != record.best_val_acc:
             continue
         fixed = optuna.trial.FixedTrial(optuna_point(space, record))
         space.define_by_run(fixed)
@@ -45,8 +39,8 @@ def rebuild_study(space: SearchSpace, records: Iterable[TrialRecord], strip_meth
         if strip_method:
             params.pop("method", None)
             dists.pop("method", None)
-            params = {k.split(SEP, 1)[-1]: v for k, v in params.items()}
-            dists = {k.split(SEP, 1)[-1]: v for k, v in dists.items()}
+            params = {space.names.key(k): v for k, v in params.items()}
+            dists = {space.names.key(k): v for k, v in dists.items()}
         if not dists:
             continue
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=record.best_val_acc))

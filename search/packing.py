@@ -26,8 +26,7 @@ def worst_case_configs(space: SearchSpace) -> list[dict[str, Any]]:
     """Each `first` config with the largest batch size its space can sample."""
     out = []
     for cfg in space.first:
-        member = space.member(cfg["method"]) if space.is_union else space
-        spec = member.params.get("batch_size")
+        spec = space.member(cfg["method"]).params.get("batch_size")
         cfg = dict(cfg)
         if spec is not None:
             cfg["batch_size"] = max(spec.values) if spec.type == "choice" else int(spec.high)

@@ -13,7 +13,8 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from search.records import TrialRecord  # noqa: E402
+from search.records import COMPLETED, DIVERGED, PRUNED, STATUSES, STOPPED_BY_SCHEDULER, TrialRecord  # noqa: E402
+from search.spaces import OptunaNames  # noqa: E402
 
 DPI = 110
 
@@ -44,24 +45,24 @@ def learning_curves(records: list[TrialRecord], max_epochs: int, path: Path) -> 
         if not r.curve:
             continue
         xs, ys = zip(*r.curve)
-        style = "--" if r.status == "pruned" else "-"
+        style = "--" if r.status == PRUNED else "-"
         ax.plot(xs, ys, style, color=lines[r.trial_id], alpha=0.85, linewidth=1.4, marker=".")
-        if r.status == "pruned":
+        if r.status == PRUNED:
             ax.plot(xs[-1], ys[-1], "x", color="black", markersize=8)
-        elif r.status == "diverged":
+        elif r.status == DIVERGED:
             ax.plot(xs[-1], ys[-1], "v", color="red", markersize=8)
     handles = [plt.Line2D([], [], color=c, label=m) for m, c in colours.items()] if len(colours) > 1 else []
     handles += [plt.Line2D([], [], color="grey", linestyle="--", marker="x", markeredgecolor="black",
-                           label="stopped by ASHA"),
+                           label=STOPPED_BY_SCHEDULER),
                 plt.Line2D([], [], color="grey", linestyle="-", label="ran to max epochs")]
-    if any(r.status == "diverged" for r in records):
-        handles.append(plt.Line2D([], [], color="red", marker="v", linestyle="", label="diverged"))
+    if any(r.status == DIVERGED for r in records):
+        handles.append(plt.Line2D([], [], color="red", marker="v", linestyle="", label=DIVERGED))
     ax.legend(handles=handles, fontsize=8, loc="best")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_xlim(0.5, max_epochs + 0.5)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    counts = {s: sum(r.status == s for r in records) for s in ("completed", "pruned", "diverged", "errored", "unfinished")}
+    counts = {s: sum(r.status == s for r in records) for s in STATUSES}
     ax.set_title(f"learning curves of {len(records)} trials (" + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ")")
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -94,7 +95,7 @@ def knob_scatter(records: list[TrialRecord], path: Path) -> Path:
             ax.set_xticklabels(labels, rotation=30, fontsize=7)
         ys = [r.best_val_acc for _, r in points]
         ax.scatter(xs, ys, c=[colours[r.method] for _, r in points],
-                   marker="o", edgecolors=["black" if r.status == "completed" else "none" for _, r in points])
+                   marker="o", edgecolors=["black" if r.status == COMPLETED else "none" for _, r in points])
         ax.set_title(knob, fontsize=9)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(knobs):]:
@@ -112,7 +113,7 @@ def importance_bars(importances: dict[str, dict[str, float]], path: Path) -> Pat
     overall group then shows only the method choice: each method's knobs are
     shown, comparably named, in that method's group)."""
     if len(importances) > 1 and "all" in importances:
-        importances = {**importances, "all": {k: v for k, v in importances["all"].items() if "/" not in k}}
+        importances = {**importances, "all": {k: v for k, v in importances["all"].items() if not OptunaNames.is_scoped(k)}}
     groups = list(importances) or ["all"]
     params = sorted({p for g in importances.values() for p in g},
                     key=lambda p: -max(g.get(p, 0.0) for g in importances.values()) if importances else 0)

@@ -1,29 +1,43 @@
 """What a finished (or interrupted) search holds, one :class:`TrialRecord` per
 trial, read back from Ray's experiment folder. Everything downstream (tables,
 plots, importance, the test evaluation) works from these records only.
+
+A record's ``config`` is the one the trial resolved and reported (the content of
+its ``trial_config.yaml``), never the searcher's proposal: what the leaderboard
+shows, ``best_config.yaml`` retrains and the test evaluates is what really ran.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from search import trial_config
 from search.plan import METRIC, MODE, SearchPlan
-from search.spaces import SearchSpace, to_trial_config
+from search.spaces import SearchSpace
 
-STATUSES = ("completed", "pruned", "diverged", "errored", "unfinished")
+# Why a trial ended: each name written here once.
+COMPLETED = "completed"  # ran every epoch
+PRUNED = "pruned"  # the scheduler stopped it before its last epoch
+DIVERGED = "diverged"  # the loss became NaN/inf: reported, not retried
+ERRORED = "errored"  # raised (after Ray's retries)
+UNFINISHED = "unfinished"  # still running or pending when the search was interrupted
+STATUSES = (COMPLETED, PRUNED, DIVERGED, ERRORED, UNFINISHED)
+RANKABLE = (COMPLETED, PRUNED)  # a model that diverged or crashed is not a configuration to retrain
+STOPPED_BY_SCHEDULER = "stopped by the scheduler"
 
 
 @dataclass
 class TrialRecord:
     trial_id: str
     method: str
-    config: dict[str, Any]  # plain fgmodels config
+    config: dict[str, Any]  # the resolved fgmodels config the trial ran (its trial_config.yaml)
     knobs: dict[str, Any]  # the searched keys of this trial's method -> value
-    curve: list[tuple[int, float]]  # (epoch, val_acc), one point per epoch, diverged record excluded
+    curve: list[tuple[int, float]]  # (epoch, val_acc), epochs 1-based, one point each, diverged record excluded
     status: str
     best_val_acc: float = float("nan")
-    best_epoch: int = 0
+    best_epoch: int = 0  # 1-based
     epochs_run: int = 0
     message: str = ""
     checkpoint: Any = None  # ray.tune.Checkpoint of the best epoch (kept by CheckpointConfig)
@@ -32,9 +46,8 @@ class TrialRecord:
 
     @property
     def ranked(self) -> bool:
-        """May this trial be chosen as the best? (a model that diverged or
-        crashed is not a configuration to retrain)"""
-        return self.status in ("completed", "pruned") and not math.isnan(self.best_val_acc)
+        """May this trial be chosen as the best?"""
+        return self.status in RANKABLE and not math.isnan(self.best_val_acc)
 
 
 def searched_keys(space: SearchSpace, method: str) -> list[str]:
@@ -57,25 +70,39 @@ def curve_from_rows(rows: list[dict[str, Any]]) -> tuple[list[tuple[int, float]]
     return sorted(by_epoch.items()), diverged, message
 
 
-def status_of(ray_status: str, diverged: bool, epochs_run: int, max_epochs: int) -> str:
+def status_of(ray_status: str, diverged: bool, epochs_run: int, max_epochs: int,
+              stopped: bool | None = None) -> str:
+    """Why a trial ended. ``stopped``: whether the scheduler decided to stop it
+    (its recorded decision). With a record, a trial is pruned iff the scheduler
+    stopped it before its last epoch; None (no record) falls back to inference:
+    a trial that ended early without error was stopped by the scheduler."""
     if ray_status == "ERROR":
-        return "errored"
+        return ERRORED
     if diverged:
-        return "diverged"
+        return DIVERGED
     if epochs_run >= max_epochs:
-        return "completed"
+        return COMPLETED
+    if stopped:
+        return PRUNED
     if ray_status == "TERMINATED":
-        return "pruned"  # stopped before max_epochs without error: ASHA's decision
-    return "unfinished"
+        return PRUNED if stopped is None else COMPLETED
+    return UNFINISHED
 
 
-def make_record(trial_id: str, ray_status: str, ray_config: dict[str, Any], rows: list[dict[str, Any]],
-                space: SearchSpace, max_epochs: int) -> TrialRecord:
-    config = to_trial_config(ray_config)
+def make_record(trial_id: str, ray_status: str, ray_config: Mapping[str, Any], rows: list[dict[str, Any]],
+                space: SearchSpace, max_epochs: int, stops: Mapping[str, Any] | None = None,
+                saved_config: Mapping[str, Any] | None = None) -> TrialRecord:
+    """One trial's record. Its config is ``saved_config`` (the trial's
+    ``trial_config.yaml``) or the one its reports carry; only a trial that
+    never reported (it failed before its first epoch, and is never ranked)
+    shows the searcher's proposal. ``stops``: the scheduler's recorded STOP
+    decisions (trial id -> {"epoch", "scheduler"}), or None."""
+    config = dict(saved_config or trial_config.from_rows(rows) or _proposal(space, ray_config))
     method = config.get("method", "baseline")
     curve, diverged, message = curve_from_rows(rows)
     epochs_run = max((e for e, _ in curve), default=0)
-    status = status_of(ray_status, diverged, epochs_run, max_epochs)
+    stopped = None if stops is None else trial_id in stops
+    status = status_of(ray_status, diverged, epochs_run, max_epochs, stopped)
     best_epoch, best = max(curve, key=lambda p: (p[1], -p[0]), default=(0, float("nan")))
     try:
         keys = searched_keys(space, method)
@@ -86,8 +113,17 @@ def make_record(trial_id: str, ray_status: str, ray_config: dict[str, Any], rows
                        message=message)
 
 
-def collect(plan: SearchPlan, space: SearchSpace) -> list[TrialRecord]:
-    """Read every trial of the search from its experiment folder."""
+def _proposal(space: SearchSpace, ray_config: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return space.names.decode(ray_config)
+    except Exception:  # a config the space cannot read: keep what Ray stored
+        return dict(ray_config)
+
+
+def collect(plan: SearchPlan, space: SearchSpace, stops: Mapping[str, Any] | None = None) -> list[TrialRecord]:
+    """Read every trial of the search from its experiment folder. ``stops``:
+    ``search.stops.load_stop_decisions(plan.experiment_path)`` when the
+    scheduler's decisions were recorded (None: inferred from the epochs run)."""
     import pyarrow.fs as pafs
     from ray.tune import ExperimentAnalysis
 
@@ -97,14 +133,26 @@ def collect(plan: SearchPlan, space: SearchSpace) -> list[TrialRecord]:
     for trial in analysis.trials:
         frame = frames.get(trial.trial_id)
         rows = frame.to_dict("records") if frame is not None else []
-        record = make_record(trial.trial_id, trial.status, dict(trial.config), rows, space, plan.max_epochs)
+        saved = None if trial_config.from_rows(rows) else _saved_config(trial)
+        record = make_record(trial.trial_id, trial.status, dict(trial.config), rows, space, plan.max_epochs,
+                             stops=stops, saved_config=saved)
         record.path = str(trial.path)
-        if record.status == "errored":
+        if record.status == ERRORED:
             record.message = _error_text(analysis, trial, pafs)
         if record.ranked:
             record.checkpoint = _best_checkpoint(analysis, trial)
         records.append(record)
     return records
+
+
+def _saved_config(trial: Any) -> dict[str, Any] | None:
+    """``trial_config.yaml`` of the trial's latest checkpoint (for results that
+    carry no reported config)."""
+    try:
+        checkpoint = trial.checkpoint
+    except Exception:
+        return None
+    return trial_config.from_checkpoint(checkpoint) if checkpoint is not None else None
 
 
 def _best_checkpoint(analysis: Any, trial: Any) -> Any:

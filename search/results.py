@@ -2,7 +2,7 @@
 
 * ``leaderboard.csv`` / ``leaderboard.md`` (and the table in the terminal); with
   several methods also ``leaderboard_by_method.csv`` and a by-method section,
-* ``best_config.yaml``: a plain fgmodels config that ``python -m fgmodels.train --config`` retrains,
+* ``best_config.yaml``: the best trial's resolved config, which ``python -m fgmodels.train --config`` retrains,
 * ``test_result.json``: the best checkpoint on the TEST split, evaluated ONCE
   (it is never recomputed: an existing file is kept and reported),
 * ``learning_curves.png``, ``knobs_vs_accuracy.png``, ``param_importance.png``,
@@ -20,7 +20,7 @@ from typing import Any
 from search import plots
 from search.importance import param_importances
 from search.plan import SearchPlan
-from search.records import TrialRecord
+from search.records import COMPLETED, DIVERGED, ERRORED, PRUNED, STATUSES, UNFINISHED, TrialRecord
 from search.spaces import SearchSpace
 from search.trainable import VIZ_DIR
 
@@ -28,7 +28,7 @@ LEADERBOARD_CSV, LEADERBOARD_MD, METHODS_CSV = "leaderboard.csv", "leaderboard.m
 BEST_CONFIG, TEST_RESULT = "best_config.yaml", "test_result.json"
 VIZ_COPY = "best_trial_viz"
 PLOTS = {"curves": "learning_curves.png", "knobs": "knobs_vs_accuracy.png", "importance": "param_importance.png"}
-_STATUS_ORDER = {"completed": 0, "pruned": 0, "unfinished": 1, "diverged": 2, "errored": 3}
+_STATUS_ORDER = {COMPLETED: 0, PRUNED: 0, UNFINISHED: 1, DIVERGED: 2, ERRORED: 3}
 
 
 def rank(records: list[TrialRecord]) -> list[TrialRecord]:
@@ -76,7 +76,7 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 def method_summary_rows(records: list[TrialRecord]) -> tuple[list[str], list[list[str]]]:
     """One row per method, best first: how each method did across its trials,
     so a cross-method search answers "which method?" before "which trial?"."""
-    header = ["method", "trials", "best_val_acc", "best_trial", "completed", "pruned", "failed"]
+    header = ["method", "trials", "best_val_acc", "best_trial", COMPLETED, PRUNED, "failed"]
     rows = []
     ranked = rank(records)
     for method in dict.fromkeys(r.method for r in ranked):
@@ -84,8 +84,8 @@ def method_summary_rows(records: list[TrialRecord]) -> tuple[list[str], list[lis
         top = next((r for r in mine if r.ranked), None)
         count = lambda *st: str(sum(r.status in st for r in mine))  # noqa: E731
         rows.append([method, str(len(mine)), f"{top.best_val_acc:.4f}" if top else "",
-                     top.trial_id if top else "", count("completed"), count("pruned"),
-                     count("diverged", "errored", "unfinished")])
+                     top.trial_id if top else "", count(COMPLETED), count(PRUNED),
+                     count(DIVERGED, ERRORED, UNFINISHED)])
     return header, rows
 
 
@@ -111,11 +111,12 @@ def write_leaderboard(records: list[TrialRecord], folder: Path) -> str:
 
 
 def write_best_config(best: TrialRecord, plan: SearchPlan, folder: Path) -> Path:
-    from fgmodels.config import resolve_config, save_config
+    """The best trial's resolved config (every key spelled out, as it ran:
+    retraining does not depend on later defaults)."""
+    from fgmodels.config import save_config
 
-    cfg = resolve_config(best.config)  # every key spelled out: retraining does not depend on later defaults
     path = folder / BEST_CONFIG
-    save_config(cfg, path)
+    save_config(best.config, path)
     header = (f"# best trial {best.trial_id} of search {plan.name!r}: val_acc {best.best_val_acc:.4f} "
               f"at epoch {best.best_epoch}\n# retrain: python -m fgmodels.train --config {path}\n")
     path.write_text(header + path.read_text())
@@ -170,7 +171,7 @@ def summarize(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, 
     folder = plan.local_dir
     folder.mkdir(parents=True, exist_ok=True)
     table = write_leaderboard(records, folder)
-    counts = {s: sum(r.status == s for r in records) for s in ("completed", "pruned", "diverged", "errored", "unfinished")}
+    counts = {s: sum(r.status == s for r in records) for s in STATUSES}
     print("\n" + table)
     print("trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     out: dict[str, Any] = {"records": records, "counts": counts, "plots": write_plots(records, space, plan, folder)}
@@ -183,7 +184,7 @@ def summarize(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, 
     print(f"best trial {best.trial_id} ({best.method}): val_acc {best.best_val_acc:.4f} at epoch {best.best_epoch}")
     print(f"best config: {out['best_config']}  (retrain: python -m fgmodels.train --config {out['best_config']})")
     out["viz"] = copy_best_viz(best, folder)
-    if counts["unfinished"]:
+    if counts[UNFINISHED]:
         print("the search is unfinished: continue it with --resume before trusting a test number")
     elif test:
         result = evaluate_on_test_once(best, folder)

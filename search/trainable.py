@@ -4,9 +4,11 @@ It knows nothing about models: it turns Ray's config into an fgmodels config,
 runs :class:`fgmodels.engine.Trainer`, reports every epoch with a checkpoint,
 resumes from ``tune.get_checkpoint()`` after an interruption, and turns a
 diverged run into a final ``diverged`` record so the search goes on without a
-Ray retry. If the method offers ``visualize``, the images of the trial's best
-epoch so far are saved as PNGs inside the checkpoint (``viz/``), where the
-W&B callback and the results step find them.
+Ray retry. The trial's config is decoded and resolved here, once: saved as
+``trial_config.yaml`` in every checkpoint and carried by the first report
+(see :mod:`search.trial_config`). If the method offers ``visualize``, the
+images of the trial's best epoch so far are saved as PNGs inside the
+checkpoint (``viz/``), where the W&B callback and the results step find them.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ log = logging.getLogger(__name__)
 
 VIZ_DIR = "viz"
 VIZ_EPOCH_FILE = "epoch.txt"
-TRIAL_CONFIG_FILE = "trial_config.yaml"
 VIZ_IMAGES = 8  # images per visualisation grid
 _REPORT_TYPES = (bool, int, float, str)
 
@@ -33,19 +34,26 @@ def train_trial(config: dict[str, Any], start_log_dir: str | None = None) -> Non
     """Ray function trainable (wrap with ``tune.with_parameters``)."""
     from ray import tune
 
-    from fgmodels.config import save_config
     from fgmodels.engine import Trainer, TrialDiverged
+    from search import trial_config
     from search.spaces import to_trial_config
 
-    cfg = to_trial_config(config)
     trial_id = tune.get_context().get_trial_id() or "local"
     # Ray runs each trial in its own working directory; the trial id keeps
     # the folder unique even when RAY_CHDIR_TO_TRIAL_DIR=0 shares the cwd.
     workdir = Path.cwd() / f"fit_{trial_id}"
-    trainer = Trainer(cfg, workdir, progress=False)
+    # Where the trial's config is born: decoded from the searcher's names and
+    # resolved (by the Trainer) once; everything downstream reads this one.
+    trainer = Trainer(to_trial_config(config), workdir, progress=False)
     ckpt_dir = workdir / "checkpoint"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    save_config(trainer.cfg, ckpt_dir / TRIAL_CONFIG_FILE)
+    resolved = trial_config.save(trainer.cfg, ckpt_dir)  # travels in every checkpoint
+    pending = {trial_config.TRIAL_CONFIG_KEY: trial_config.as_report(resolved)}  # rides on the first report
+
+    def report(record: dict[str, Any], checkpoint: Any = None) -> None:
+        record.update(pending)
+        pending.clear()
+        tune.report(record, checkpoint=checkpoint)
 
     node_id = _node_id()
     checkpoint = tune.get_checkpoint()
@@ -59,23 +67,27 @@ def train_trial(config: dict[str, Any], start_log_dir: str | None = None) -> Non
     viz = _Visualizer(trainer)
 
     def on_epoch_end(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
-        if trainer.best_epoch == int(metrics["epoch"]) - 1:  # this epoch is the new best
-            viz.save(checkpoint_dir / VIZ_DIR, int(metrics["epoch"]))
+        epoch = int(metrics["epoch"])  # 1-based: epochs completed
+        improved = metrics.get("improved")
+        if improved is None:  # an engine that does not say it: its 0-based best_epoch tells
+            improved = trainer.best_epoch == epoch - 1
+        if improved:
+            viz.save(checkpoint_dir / VIZ_DIR, epoch)
         record = {k: v for k, v in metrics.items() if isinstance(v, _REPORT_TYPES)}
         record["diverged"] = False
         record["node_id"] = node_id  # which cluster node ran this epoch (Ray adds node_ip, hostname)
         record["resumed_from_epoch"] = resumed_from
-        tune.report(record, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        report(record, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     try:
         trainer.fit(on_epoch_end)
     except TrialDiverged as err:
         # A final record, no checkpoint: the last good one is already reported.
         # val_acc 0 tells the searcher this region is bad; best_val_acc keeps
-        # what the trial reached before it diverged. No "epoch" key: ASHA then
-        # ignores the record, so a crash never counts as a measurement in its rungs.
-        tune.report({
-            "diverged_epoch": trainer.start_epoch + 1,
+        # what the trial reached before it diverged. No "epoch" key: a scheduler
+        # then ignores the record, so a crash never counts as a measurement.
+        report({
+            "diverged_epoch": trainer.start_epoch + 1,  # 1-based, the epoch that diverged
             "val_acc": 0.0,
             "best_val_acc": max(trainer.best_val_acc, 0.0),
             "diverged": True,

@@ -137,7 +137,9 @@ def test_every_project_space_file_loads() -> None:
     names = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
     assert {"baseline", "gholm", "fgvc"} <= set(names)
     for name in names:
-        missing = [m for m in _yaml(name).get("include", []) if not (SPACES_DIR / f"{m}.yaml").is_file()]
+        include = _yaml(name).get("include", [])
+        include = [] if include == "all" else include  # every method with a file: none missing by definition
+        missing = [m for m in include if not (SPACES_DIR / f"{m}.yaml").is_file()]
         if missing:  # a method space not written yet: the error must say which one
             with pytest.raises(SpaceError, match=repr(missing[0])):
                 load_space(name)
@@ -208,35 +210,28 @@ def test_union_with_tpe_sampler_gives_valid_configs() -> None:
     _check_union_samples(space, {"baseline": "baseline", "gholm": "gholm"}, configs[2:])
 
 
-def test_fgvc_space_includes_all_six_methods_once_written() -> None:
-    missing = [m for m in ALL_SIX if not (SPACES_DIR / f"{m}.yaml").is_file()]
-    if missing:
-        with pytest.raises(SpaceError, match=f"'{missing[0]}' not found"):
-            load_space("fgvc")
-        pytest.skip(f"spaces not written yet: {missing} (the error names them)")
+def test_fgvc_space_includes_every_registered_method_with_a_space_file() -> None:
+    with_file = [m for m in list_methods() if (SPACES_DIR / f"{m}.yaml").is_file()]
+    assert set(with_file) == set(ALL_SIX)
     space = load_space("fgvc")
-    assert space.methods == ALL_SIX
+    assert space.methods == with_file  # registry order
     configs = sample_configs(space, 300, seed=2)
     _check_union_samples(space, {m: m for m in ALL_SIX}, configs)
-    assert [c["method"] for c in space.first[: len(ALL_SIX)]] == ALL_SIX
+    assert [c["method"] for c in space.first] == with_file  # one paper point per method, in order
 
 
 def test_points_to_evaluate_round_trip_into_the_first_configs() -> None:
     space = load_space("baseline,gholm")
     points = space.points_to_evaluate()
     assert [p["method"] for p in points] == ["baseline", "gholm"]
-    assert points[1]["gholm/mu"] == 1.7 and "mu" not in points[1]
+    assert points[1]["gholm:mu"] == 1.7 and "mu" not in points[1]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for point in points:
         study.enqueue_trial(point)
     for expected_name in ("baseline", "gholm"):
         trial = study.ask()
         returned = space.define_by_run(trial)
-        nested = {}
-        for key, value in {**trial.params, **returned}.items():  # what Ray's unflatten_dict does
-            head, _, tail = key.rpartition("/")
-            (nested.setdefault(head, {}) if head else nested)[tail] = value
-        cfg = space.to_trial_config(nested)
+        cfg = space.to_trial_config({**trial.params, **returned})  # what OptunaSearch hands Ray
         data = _yaml(expected_name)
         assert cfg == {**data["fixed"], **data["first"]}
         study.tell(trial, 0.5)
@@ -251,8 +246,9 @@ def test_optuna_search_suggests_paper_configs_first_then_valid_ones() -> None:
     raw = [search.suggest(f"t{i}") for i in range(8)]
     for i, r in enumerate(raw):
         search.on_trial_complete(f"t{i}", {"val_acc": 0.1 * i})
-    # what Ray hands the trainable: the method's knobs nested under its name
-    assert raw[1]["method"] == "gholm" and raw[1]["gholm"]["mu"] == 1.7 and "mu" not in raw[1]
+    # what Ray hands the trainable: flat, the method's knobs under "<method>:<key>" (Ray nests only on "/")
+    assert raw[1]["method"] == "gholm" and raw[1]["gholm:mu"] == 1.7 and "mu" not in raw[1]
+    assert not any(isinstance(v, dict) for r in raw for v in r.values())
     configs = [to_trial_config(r) for r in raw]
     assert configs[0] == space.first[0] and configs[1] == space.first[1]
     assert configs[1]["backbone"] == "convnext_small" and configs[1]["theta_high"] == 2.0
@@ -309,8 +305,8 @@ def test_apply_overrides_fixes_keys_and_rejects_unknown_ones() -> None:
 def test_union_overrides_go_to_the_methods_that_know_the_key() -> None:
     space = load_space("baseline,gholm")
     out = space.apply_overrides({"mu": 1.9, "epochs": 5})
-    assert out.fixed["gholm"]["mu"] == 1.9 and "mu" not in out.params["gholm"]
-    assert "mu" not in out.fixed["baseline"] and out.fixed["baseline"]["epochs"] == 5
+    assert out.member("gholm").fixed["mu"] == 1.9 and "mu" not in out.member("gholm").params
+    assert "mu" not in out.member("baseline").fixed and out.member("baseline").fixed["epochs"] == 5
     assert out.fixed_value("epochs") == 5
     with pytest.raises(SpaceError, match="'tau'"):
         space.apply_overrides({"tua": 0.5})
@@ -319,8 +315,8 @@ def test_union_overrides_go_to_the_methods_that_know_the_key() -> None:
     with pytest.raises(SpaceError, match="'lgamm'"):
         space.apply_overrides({"method": "lgamm"})
     smoke = space.smoke()
-    assert smoke.fixed["gholm"]["backbone"] == "test_resnet"
-    assert smoke.fixed["baseline"]["backbone"] == "test_resnet"
+    assert smoke.member("gholm").fixed["backbone"] == "test_resnet"
+    assert smoke.member("baseline").fixed["backbone"] == "test_resnet"
     with pytest.raises(SpaceError, match="batch_size"):
         space.fixed_value("batch_size")  # searched
 
@@ -346,11 +342,11 @@ def test_union_errors(tmp_path: Path) -> None:
 
 
 def test_to_trial_config_rejects_foreign_or_conflicting_knobs() -> None:
-    assert to_trial_config({"method": "gholm", "gholm/mu": 1.8, "lr": 0.1}) == {"method": "gholm", "mu": 1.8, "lr": 0.1}
+    assert to_trial_config({"method": "gholm", "gholm:mu": 1.8, "lr": 0.1}) == {"method": "gholm", "mu": 1.8, "lr": 0.1}
     with pytest.raises(SpaceError, match="'baseline'"):
-        to_trial_config({"method": "gholm", "baseline": {"label_smoothing": 0.1}})
+        to_trial_config({"method": "gholm", "baseline:label_smoothing": 0.1})
     with pytest.raises(SpaceError, match="'lr' twice"):
-        to_trial_config({"method": "gholm", "gholm": {"lr": 0.1}, "lr": 0.2})
+        to_trial_config({"method": "gholm", "gholm:lr": 0.1, "lr": 0.2})
 
 
 def test_parse_overrides_reads_yaml_values() -> None:
@@ -367,3 +363,108 @@ def test_describe_lists_every_knob_with_its_first_value() -> None:
         assert key in text
     assert "mu" in text and "1.7" in text and "loguniform [0.0001, 0.01]" in text
     assert "method gholm" in text and "method baseline" in text
+
+
+# ------------------------------------------------------------------ one validation entry point
+GHOLM_SPACE = """\
+fixed: {method: gholm, backbone: test_convnext}
+params:
+  mu:         {type: uniform, low: 1.5, high: 2.2}
+  theta_low:  {type: uniform, low: 0.8, high: 1.5}
+  theta_high: {type: uniform, low: 1.2, high: 2.5}
+first: {mu: 1.7, theta_low: 1.0, theta_high: 2.0}
+"""
+PLACES = {
+    # id: (old text, new text, where the message must point)
+    "fixed": ("backbone: test_convnext}", "backbone: test_convnext, gamma: -1}", "fixed.gamma"),
+    "range_low": ("{type: uniform, low: 1.5, high: 2.2}", "{type: uniform, low: -1, high: 2.2}", "params.mu"),
+    "range_high": ("{type: uniform, low: 1.5, high: 2.2}", "{type: uniform, low: 1.5, high: 6}", "params.mu"),
+    "choice": ("{type: uniform, low: 1.5, high: 2.2}", "{type: choice, values: [1.7, -0.5]}", "params.mu"),
+    "first": ("theta_low: 1.0, theta_high: 2.0}", "theta_low: 1.4, theta_high: 1.3}", "first"),
+    "smoke": ("backbone: test_convnext}\n", "backbone: test_convnext, gamma: 0.2}\nsmoke: {gamma: -1}\n", "smoke"),
+}
+
+
+@pytest.fixture()
+def strict_mu(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """check_values with knob ranges (mu and gamma in [0, 5], theta_low <= theta_high),
+    recording every call: the space loader must consult it for every value."""
+    import search.spaces.checks as checks
+    from fgmodels.config import ConfigError
+
+    real, calls = checks.check_values, []
+
+    def check_values(method: str, values: dict[str, Any]) -> dict[str, Any]:
+        calls.append(dict(values))
+        for key in ("mu", "gamma"):
+            if key in values and not 0 <= values[key] <= 5:
+                raise ConfigError(f"{key} must lie in [0, 5], got {values[key]!r}. Fix: choose {key} in [0, 5]")
+        low, high = values.get("theta_low", 1.0), values.get("theta_high", 2.0)
+        if low > high:
+            raise ConfigError(f"theta_low ({low}) must be <= theta_high ({high}). Fix: lower theta_low")
+        return real(method, values)
+
+    monkeypatch.setattr(checks, "check_values", check_values)
+    return calls
+
+
+@pytest.mark.parametrize("place", sorted(PLACES))
+def test_every_value_of_a_space_is_judged_by_check_values(tmp_path: Path, strict_mu: list, place: str) -> None:
+    old, new, where = PLACES[place]
+    assert GHOLM_SPACE.count(old) == 1, f"test setup: {old!r} must occur once"
+    text = GHOLM_SPACE.replace(old, new)
+    path = _write(tmp_path, text, "g.yaml")
+    with pytest.raises(SpaceError) as info:
+        load_space(str(path))
+    msg = str(info.value)
+    assert "g.yaml" in msg and f": {where}" in msg and "Fix:" in msg, msg
+    assert ("[0, 5]" in msg) or ("theta_low (1.4) must be <= theta_high (1.3)" in msg), msg
+
+
+def test_set_values_are_judged_by_check_values(tmp_path: Path, strict_mu: list) -> None:
+    space = load_space(str(_write(tmp_path, GHOLM_SPACE, "g.yaml")))
+    with pytest.raises(SpaceError, match=r"--set: override\.mu: mu must lie in \[0, 5\], got -1\. Fix: choose mu"):
+        space.apply_overrides({"mu": -1}, "--set")
+    # a new constant is checked against the knobs still searched: theta_low may reach 1.5
+    with pytest.raises(SpaceError, match=r"--set: params\.theta_low: theta_low \(1\.5\) must be <= theta_high \(1\.4\)"):
+        space.apply_overrides({"theta_high": 1.4}, "--set")
+    calls = len(strict_mu)
+    ok = space.apply_overrides({"mu": 2.0}, "--set")
+    assert ok.fixed["mu"] == 2.0 and ok.first[0]["mu"] == 2.0
+    assert any(c.get("mu") == 2.0 for c in strict_mu[calls:])
+
+
+def test_out_of_range_values_are_refused_when_read(tmp_path: Path) -> None:
+    """With the project's own checks: a range bound or --set value the trainer would refuse."""
+    bad = _write(tmp_path, GOOD.replace("{type: loguniform, low: 1e-4, high: 1.0e-2}",
+                                        "{type: uniform, low: -1.0, high: 1.0e-2}"))
+    with pytest.raises(SpaceError, match=r"user_space\.yaml: params\.lr: .*'lr'.*Fix:"):
+        load_space(str(bad))
+    with pytest.raises(SpaceError, match=r"--set: override\.lr: .*'lr'"):
+        load_space(str(_write(tmp_path, GOOD, "ok.yaml"))).apply_overrides({"lr": -1.0}, "--set")
+
+
+def test_gholm_knob_ranges_are_refused_on_load_and_set(tmp_path: Path) -> None:
+    import fgmodels.config
+
+    if not hasattr(fgmodels.config, "check_values"):
+        pytest.skip("fgmodels.config.check_values (knob ranges) not merged yet")
+    bad = _write(tmp_path, GHOLM_SPACE.replace("{type: uniform, low: 1.5, high: 2.2}", "{type: uniform, low: -1, high: 2}"))
+    with pytest.raises(SpaceError, match=r"params\.mu: .*mu"):
+        load_space(str(bad))
+    with pytest.raises(SpaceError, match=r"--set: override\.mu: .*mu"):
+        load_space("gholm").apply_overrides({"mu": -1}, "--set")
+
+
+# ------------------------------------------------------------------ include: all
+def test_include_all_takes_every_registered_method_with_a_space_file(tmp_path: Path) -> None:
+    for name in ("gholm", "baseline"):
+        (tmp_path / f"{name}.yaml").write_text((SPACES_DIR / f"{name}.yaml").read_text())
+    _write(tmp_path, "description: all\ninclude: all\n", "everything.yaml")
+    space = load_space("everything", spaces_dir=tmp_path)
+    assert space.methods == ["baseline", "gholm"]  # registry order; no other method has a file here
+    (tmp_path / "lgam.yaml").write_text((SPACES_DIR / "lgam.yaml").read_text())  # a method gains a space file
+    space = load_space("everything", spaces_dir=tmp_path)
+    assert space.methods == [m for m in list_methods() if m in ("baseline", "gholm", "lgam")]
+    assert [c["method"] for c in space.first] == space.methods
+    assert load_space("baseline,gholm", spaces_dir=tmp_path).methods == ["baseline", "gholm"]  # lists still work

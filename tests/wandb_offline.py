@@ -1,4 +1,4 @@
-"""Read W&B offline runs (``wandb/offline-run-*/run-<id>.wandb``) back without
+"""Test-only reader of W&B offline runs (``wandb/offline-run-*/run-<id>.wandb``), without
 a server: to check what a search logged before ``wandb sync`` uploads it.
 
 The ``.wandb`` file is W&B's transaction log: a 7-byte header (``:W&B``,
