@@ -197,7 +197,7 @@ def replace_option(argv: list[str], flag: str, value: str) -> list[str]:
 
 def fake_data_root(data: str, tmp: Path) -> str:
     """A tiny on-disk copy of the dataset layout the command names."""
-    from fgmodels.data import fakes
+    from tests import fakes
 
     writers = {"cub": fakes.write_fake_cub, "aircraft": fakes.write_fake_aircraft, "cars": fakes.write_fake_cars,
                "dogs": fakes.write_fake_dogs, "imagefolder": fakes.write_fake_imagefolder}

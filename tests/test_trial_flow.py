@@ -123,7 +123,7 @@ def _run_trial(monkeypatch: pytest.MonkeyPatch, workdir: Path, ray_config: dict[
 def test_a_trial_resolves_its_config_once_and_wandb_and_records_read_it(
         spaces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ray.tune.search.optuna import OptunaSearch
-    from wandb_offline import read_runs
+    from tests.wandb_offline import read_runs
 
     from fgmodels.registry import get_method_class
     from search.callbacks import WandbTrialCallback
