@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from fgmodels import attention_ops as ops
-from fgmodels.losses import supcon_loss
+from fgmodels.layers import heatmap as ops
+from fgmodels.layers.supcon import supcon_loss
 from fgmodels.methods.gholm import Gholm
 from fgmodels.registry import create_method, method_hparams
 
@@ -324,13 +324,13 @@ def test_test_logit_modes_match_explicit_crop_pipeline() -> None:
         crop = m._branch(ops.crop_and_resize(x, boxes))[1]
         preds = {}
         for mode in ("raw+crop", "raw", "crop"):
-            m.test_logits = mode
+            m.hp.test_logits = mode
             preds[mode] = m.predict(x)
     torch.testing.assert_close(preds["raw"], raw)
     torch.testing.assert_close(preds["crop"], crop)
     torch.testing.assert_close(preds["raw+crop"], raw + crop)
     with torch.inference_mode():
-        m.test_logits = "raw+crop"
+        m.hp.test_logits = "raw+crop"
         torch.testing.assert_close(m.predict(x), raw + crop)
 
 
