@@ -56,6 +56,12 @@ def _dataset(name: str) -> str | None:
     return None if name in names else f"is not a known dataset{_close(name, names)}; known: {names}"
 
 
+def _synthetic_classes(n: int) -> str | None:
+    from fgmodels.data.synthetic import MAX_CLASSES
+
+    return None if n <= MAX_CLASSES else f"is more than the {MAX_CLASSES} classes the synthetic generator can draw"
+
+
 def _device(name: str) -> str | None:
     if name == "auto":
         return None
@@ -98,9 +104,9 @@ TRAIN_KNOBS: dict[str, Knob] = {
     "img_size": Knob(None, "crop size; None = the dataset's default (448 real, 64 synthetic)", kind=int, gt=0),
     "resize_size": Knob(None, "resize before crop; None = the dataset's default (510 real)", kind=int, gt=0),
     "color_jitter": Knob(0.4, "colour-jitter strength of the training transform", ge=0),
-    "synthetic_classes": Knob(10, "classes of the synthetic set", ge=2),
-    "synthetic_per_class": Knob(60, "images per class of the synthetic set", gt=0),
-    "synthetic_image_size": Knob(80, "side of the synthetic images in pixels", gt=0),
+    "synthetic_classes": Knob(10, "classes of the synthetic set", ge=2, rule=_synthetic_classes),
+    "synthetic_per_class": Knob(60, "images per class of the synthetic set (one train, one test at least)", ge=2),
+    "synthetic_image_size": Knob(80, "side of the synthetic images in pixels (legible class part)", ge=48),
     "synthetic_seed": Knob(0, "seed of the synthetic set"),
     "bad_image_policy": Knob("fail", "an image that fails to decode: fail the run or skip it", choices=("fail", "skip")),
     "workers": Knob(0, "DataLoader worker processes", ge=0),
