@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from fgmodels.config import ConfigError
 from fgmodels.layers import heatmap as ops
 from fgmodels.layers.supcon import supcon_loss
 from fgmodels.methods.gholm import Gholm
@@ -40,10 +41,11 @@ def test_registered_with_paper_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"test_logits": "sum"}, {"theta_low": 2.0, "theta_high": 1.0}, {"tau": 0.0}, {"mu": -1.0}]
+    "bad,key", [({"test_logits": "sum"}, "test_logits"), ({"theta_low": 2.0, "theta_high": 1.0}, "theta_low"),
+                ({"tau": 0.0}, "tau"), ({"mu": -1.0}, "mu")]
 )
-def test_bad_hparams_raise(bad: dict) -> None:
-    with pytest.raises(ValueError, match="gholm"):
+def test_bad_hparams_raise(bad: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"gholm knobs? .*'{key}'"):
         _method(**bad)
 
 
@@ -96,6 +98,33 @@ def test_grad_cam_equals_hooked_backward_and_leaves_param_grads(backbone: str, l
     ref_model2 = copy.deepcopy(m)
     ref_argmax = _hooked_reference_cam(ref_model2, getattr(ref_model2.backbone, layer_name), x, logits_eval.argmax(1))
     torch.testing.assert_close(cam_eval, ref_argmax, rtol=1e-4, atol=1e-6)
+
+
+def test_training_step_takes_the_cam_of_the_label_not_of_the_argmax(monkeypatch) -> None:
+    """The crop and drop views of a training step come from the LABEL's Grad-CAM:
+    the cam the step hands on is recorded and compared with independent hooked
+    Grad-CAMs for the label and for the predicted class (labels chosen != argmax)."""
+    m = _method()
+    m.train()
+    x, _ = _batch(4, 96)
+    with torch.no_grad():
+        pred = m.fc(m.backbone(x)).argmax(dim=1)
+    y = (pred + 1) % 4  # every label differs from the prediction
+    seen: list[torch.Tensor] = []
+    real = ops.upsample_heat
+
+    def recording(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        seen.append(cam.detach().clone())
+        return real(cam, size)
+
+    monkeypatch.setattr(ops, "upsample_heat", recording)
+    m.training_step(x, y)
+    assert len(seen) == 1
+    ref_model = copy.deepcopy(m)
+    for_label = _hooked_reference_cam(ref_model, ref_model.backbone.stages, x, y)
+    for_argmax = _hooked_reference_cam(ref_model, ref_model.backbone.stages, x, pred)
+    assert not torch.allclose(for_label, for_argmax, rtol=1e-3, atol=1e-5)  # the test can tell them apart
+    torch.testing.assert_close(seen[0], for_label, rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------- connected components / boxes
@@ -251,6 +280,25 @@ def test_supcon_finite_without_shared_labels_and_without_positives() -> None:
 
 
 # ---------------------------------------------------------------- method: training
+def test_supcon_branch_contrasts_raw_with_crop_features() -> None:
+    """The SupCon loss of a step equals an independent SupCon on [raw, crop]
+    features, the crop cut from the step's own boxes (feeding raw twice fails)."""
+    m = _method()
+    m.eval()  # no randomness between the step's forwards and the reference ones
+    x, y = _batch(6, 64)
+    out = m.training_step(x, y)
+    boxes = out.extras["crop_boxes"]
+    whole = torch.tensor([0.0, 0.0, 64.0, 64.0])
+    assert (boxes != whole).any(dim=1).any(), "every crop is the whole image: raw and crop would coincide"
+    with torch.no_grad():
+        z_raw = m.backbone(x)  # timm with num_classes=0: pooled features
+        z_crop = m.backbone(ops.crop_and_resize(x, boxes))
+    ref = _supcon_reference(torch.stack([z_raw, z_crop], dim=1), y, 0.7)
+    raw_twice = _supcon_reference(torch.stack([z_raw, z_raw], dim=1), y, 0.7)
+    assert abs(ref - raw_twice) > 1e-3  # the two inputs give different losses
+    assert out.branch_losses["supcon"].item() == pytest.approx(ref, rel=1e-4)
+
+
 def _batch(b: int = 8, size: int = 96, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(b, 3, size, size, generator=g), torch.arange(b) % classes
