@@ -112,7 +112,8 @@ def test_good_values_pass_coerced() -> None:
     assert check_values("gholm", {}) == {}
 
 
-def test_resolve_config_fills_defaults_and_coerces() -> None:
+def test_resolve_config_fills_defaults_and_coerces(monkeypatch) -> None:
+    monkeypatch.setattr(fgmodels.hooks, "hook_keys", lambda: {})  # no training hook installed
     cfg = resolve_config({"method": "gholm", "mu": "1.9", "lr": 2})
     assert cfg["mu"] == 1.9 and cfg["lr"] == 2.0 and type(cfg["lr"]) is float
     assert cfg["backbone"] == "convnext_small"  # the method's paper backbone
