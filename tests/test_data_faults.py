@@ -10,10 +10,16 @@ import pytest
 from PIL import Image
 
 from fgmodels.data import (
-    DatasetError, DatasetNotFoundError, ImageListDataset, Sample, build_datasets, load_cub, load_imagefolder,
-    load_rgb, verify_images,
+    DatasetError, DatasetNotFoundError, ImageListDataset, Sample, build_datasets, check_dataset, load_cub,
+    load_imagefolder, load_rgb, verify_samples,
 )
-from fgmodels.data.fakes import write_fake_cub, write_fake_imagefolder
+from tests.fakes import write_fake_cub, write_fake_imagefolder
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Image verdicts go to this test's folder, not to the user's cache."""
+    monkeypatch.setenv("FGVC_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _cfg(data: str, root: Path, **kw) -> dict:
@@ -67,15 +73,15 @@ def test_odd_modes_load_as_rgb(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- corrupt files
 
 def _corrupt_files(folder: Path) -> dict[str, str]:
-    """Writes four bad images; returns {path: expected reason substring}."""
+    """Writes four bad images; returns {path: expected reason}."""
     folder.mkdir(parents=True, exist_ok=True)
     good = folder / "good.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(good)
     data = good.read_bytes()
     bad = {
         folder / "truncated.jpg": (data[: len(data) // 2], "truncated"),
-        folder / "garbage.jpg": (b"definitely not a jpeg" * 20, "cannot identify"),
-        folder / "empty.jpg": (b"", "empty file"),
+        folder / "garbage.jpg": (b"definitely not a jpeg" * 20, "not an image"),
+        folder / "empty.jpg": (b"", "empty"),
     }
     png = folder / "truncated.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(png)
@@ -85,15 +91,13 @@ def _corrupt_files(folder: Path) -> dict[str, str]:
     return {str(p): why for p, (_, why) in bad.items()}
 
 
-def test_verify_images_reports_each_bad_file(tmp_path: Path) -> None:
+def test_verify_samples_reports_each_bad_file(tmp_path: Path) -> None:
     bad = _corrupt_files(tmp_path)
     samples = [Sample(str(tmp_path / "good.jpg"), 0)] + [Sample(p, 0) for p in bad]
     samples.append(Sample(str(tmp_path / "gone.jpg"), 0))
-    report = dict(verify_images(samples))
-    assert set(report) == set(bad) | {str(tmp_path / "gone.jpg")}
-    for path, why in bad.items():
-        assert why in report[path].lower(), (path, report[path])
-    assert report[str(tmp_path / "gone.jpg")] == "file not found"
+    found, decoded = verify_samples(samples, tmp_path)
+    assert {b.path: b.reason for b in found} == {**bad, str(tmp_path / "gone.jpg"): "missing"}
+    assert decoded == 4  # good + garbage + the two truncated: missing and empty files need no decode
 
 
 def _imagefolder_with_bad_images(root: Path) -> dict[str, str]:
@@ -108,15 +112,15 @@ def test_policy_fail_lists_every_bad_path(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as info:
         build_datasets(_cfg("imagefolder", tmp_path, bad_image_policy="fail"))
     msg = str(info.value)
-    assert "4 images cannot be read" in msg and "bad_image_policy: skip" in msg
-    for path in bad:
-        assert path in msg
+    assert "4 of 16 image files cannot be used" in msg and "--set bad_image_policy=skip" in msg
+    for path, why in bad.items():
+        assert f"{path}: {why}" in msg
 
 
 def test_policy_skip_drops_and_counts(tmp_path: Path) -> None:
     bad = _imagefolder_with_bad_images(tmp_path)
     bundle = build_datasets(_cfg("imagefolder", tmp_path, bad_image_policy="skip", val_fraction=0.25))
-    assert sorted(p for p, _ in bundle.skipped) == sorted(bad)
+    assert {b.path: b.reason for b in bundle.skipped} == bad
     kept = {s.path for d in (bundle.train, bundle.val) for s in d.samples}
     assert len(kept) == 8 and not kept & set(bad)
     for i in range(len(bundle.train)):  # every remaining image decodes
@@ -152,9 +156,9 @@ def test_listed_file_missing(tmp_path: Path) -> None:
     gone = base / "images" / "002.Bird_1" / "Bird_1_0003.jpg"
     gone.unlink()
     with pytest.raises(DatasetNotFoundError) as info:
-        load_cub(tmp_path)
+        check_dataset(_cfg("cub", tmp_path))
     assert isinstance(info.value, FileNotFoundError)
-    assert "1 image files that are not on disk" in str(info.value) and str(gone) in str(info.value)
+    assert "1 of 18 image files cannot be used" in str(info.value) and f"{gone}: missing" in str(info.value)
 
 
 def test_duplicated_image_id(tmp_path: Path) -> None:

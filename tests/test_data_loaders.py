@@ -10,7 +10,7 @@ from fgmodels.data import (
     DatasetError, DatasetNotFoundError, build_datasets, load_aircraft, load_cars, load_cub, load_dogs,
     load_imagefolder,
 )
-from fgmodels.data.fakes import (
+from tests.fakes import (
     AIRCRAFT_CLASSES, write_fake_aircraft, write_fake_cars, write_fake_cub, write_fake_dogs, write_fake_imagefolder,
 )
 
@@ -176,7 +176,7 @@ def test_aircraft_copyright_banner_is_cut_in_both_pipelines(tmp_path: Path) -> N
 
     from fgmodels.data.cache import resize_square
     from fgmodels.data.dataset import ImageListDataset
-    from fgmodels.data.fakes import AIRCRAFT_FAKE_SIZE, BANNER_COLOUR
+    from tests.fakes import AIRCRAFT_FAKE_SIZE, BANNER_COLOUR
 
     write_fake_aircraft(tmp_path, per_split=(1, 1, 1))
     raw = load_aircraft(tmp_path)

@@ -37,6 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fgmodels.data.cachedir import default_cache_dir
 from fgmodels.data.imageio import load_sample
 from fgmodels.data.types import DatasetError, Sample
 
@@ -90,12 +91,6 @@ class PixelCache:
         return np.stack([top.clip(0, span), left.clip(0, span)], axis=1)
 
 
-def default_cache_dir() -> Path:
-    """``$FGVC_CACHE_DIR/pixels`` or ``~/.cache/fgvc_search/pixels`` (node-local disk is best)."""
-    env = os.environ.get("FGVC_CACHE_DIR")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "fgvc_search") / "pixels"
-
-
 def unique_samples(samples: Sequence[Sample]) -> list[Sample]:
     """One sample per path, sorted by path, so the key ignores split order and seed."""
     by_path: dict[str, Sample] = {}
@@ -116,7 +111,7 @@ def cache_key(samples: Sequence[Sample], resize_size: int, root: str | Path | No
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
         except OSError:
             stamp = "missing"
-        h.update(f"\n{s.path}\t{s.label}\t{stamp}\t{s.trim_bottom}".encode())
+        h.update(f"\n{s.path}\t{s.label}\t{stamp}\t{s.trim_bottom}\t{int(s.exif_transpose)}".encode())
     name = Path(str(root)).name if root else "data"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "data"
     return f"{safe}_r{int(resize_size)}_n{len(samples)}_{h.hexdigest()[:12]}"
@@ -205,7 +200,7 @@ def ensure_pixel_cache(
     items = unique_samples(samples)
     if not items:
         raise DatasetError("cannot build a pixel cache of zero images")
-    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir("pixels")
     final = base / cache_key(items, resize_size, root)
     if (final / "meta.json").is_file():
         return open_pixel_cache(final)
@@ -239,6 +234,6 @@ def ensure_pixel_cache(
 
 
 __all__ = [
-    "CACHE_VERSION", "PixelCache", "cache_key", "default_cache_dir", "ensure_pixel_cache", "open_pixel_cache",
+    "CACHE_VERSION", "PixelCache", "cache_key", "ensure_pixel_cache", "open_pixel_cache",
     "resize_square", "unique_samples",
 ]

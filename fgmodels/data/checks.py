@@ -5,11 +5,10 @@ in a data-loader worker or, worse, as a silently lower accuracy.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from typing import Iterable
 
-from fgmodels.data.types import DatasetError, DatasetNotFoundError, RawSplits
+from fgmodels.data.types import DatasetError, RawSplits
 
 
 def preview(items: Iterable[object], limit: int = 10) -> str:
@@ -19,10 +18,12 @@ def preview(items: Iterable[object], limit: int = 10) -> str:
     return shown + (f" ... (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-def check_splits(raw: RawSplits, source: str, check_files: bool = True) -> RawSplits:
+def check_splits(raw: RawSplits, source: str) -> RawSplits:
     """Raise :class:`DatasetError` if ``raw`` cannot be trained on; return it unchanged.
 
     ``source`` names the dataset and the annotation files in the messages.
+    Image files are not opened here: :func:`fgmodels.data.check_dataset` checks
+    them all at once (missing ones included), so one report names every bad file.
     """
     k = raw.num_classes
     if k < 2:
@@ -47,14 +48,6 @@ def check_splits(raw: RawSplits, source: str, check_files: bool = True) -> RawSp
             raise DatasetError(
                 f"{source}: {len(dups)} duplicated {what}s (an image listed twice, or in both "
                 f"train and test): {preview(dups)}. Each image must be listed exactly once."
-            )
-
-    if check_files:
-        missing = [s.path for _, s in everything if not os.path.isfile(s.path)]
-        if missing:
-            raise DatasetNotFoundError(
-                f"{source}: the annotations list {len(missing)} image files that are not on disk: "
-                f"{preview(missing)}. Copy the missing images or remove them from the annotation file."
             )
 
     have = Counter(s.label for s in raw.train)

@@ -1,18 +1,13 @@
-"""Image decoding that always yields RGB, and an up-front check of every file.
+"""Image decoding that always yields RGB.
 
 Datasets scraped from the web hold greyscale, CMYK, palette and alpha images;
-models want 3 channels, so every image goes through :func:`to_rgb`. A corrupt
-file is found before training (:func:`verify_images`) rather than by a worker
-crash hours in.
+models want 3 channels, so every image goes through :func:`to_rgb`. (Corrupt
+files are found before training by :mod:`fgmodels.data.verify`.)
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
-
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from fgmodels.data.types import Sample
 
@@ -37,61 +32,26 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def load_rgb(path: str) -> Image.Image:
-    """Decode ``path`` fully (so truncation fails here, not later) and return RGB."""
+def load_rgb(path: str, exif_transpose: bool = False) -> Image.Image:
+    """Decode ``path`` fully (so truncation fails here, not later) and return RGB,
+    turned upright by its EXIF orientation tag if ``exif_transpose``."""
     with Image.open(path) as im:
         im.load()
+        if exif_transpose:
+            return to_rgb(ImageOps.exif_transpose(im))
         return to_rgb(im)
 
 
 def load_sample(sample: Sample) -> Image.Image:
-    """The image a sample stands for: decoded, RGB, minus any banner rows.
+    """The image a sample stands for: decoded, RGB, upright where the layout wants
+    it (see ``Sample.exif_transpose``), minus any banner rows.
 
     Both pipelines (PIL loader and pixel cache) read images only through here,
     so they always see the same pixels."""
-    image = load_rgb(sample.path)
+    image = load_rgb(sample.path, sample.exif_transpose)
     if sample.trim_bottom:
         w, h = image.size
         if h <= sample.trim_bottom:
             raise ValueError(f"image is {h} px high, not more than the {sample.trim_bottom} px banner to trim")
         image = image.crop((0, 0, w, h - sample.trim_bottom))
     return image
-
-
-def check_image(path: str) -> str | None:
-    """``None`` if ``path`` decodes completely, else the reason it does not.
-
-    JPEGs are decoded in draft mode (DCT scaling): every byte is still entropy
-    decoded, so truncation is caught, at a fraction of the cost.
-    """
-    if not os.path.isfile(path):
-        return "file not found"
-    if os.path.getsize(path) == 0:
-        return "empty file (0 bytes)"
-    try:
-        with Image.open(path) as im:
-            if im.format == "JPEG":
-                im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
-            im.load()
-            if im.width < 1 or im.height < 1:
-                return f"degenerate size {im.size}"
-    except UnidentifiedImageError:
-        return "cannot identify image: corrupt, or not a format PIL reads"
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        return f"{type(err).__name__}: {err}"
-    return None
-
-
-def verify_images(samples: Sequence[Sample], workers: int | None = None) -> list[tuple[str, str]]:
-    """``[(path, reason)]`` for every sample whose image cannot be decoded.
-
-    Decoding releases the GIL, so a thread pool scales with cores.
-    """
-    paths = [s.path for s in samples]
-    workers = workers or min(8, os.cpu_count() or 1)
-    if workers <= 1 or len(paths) < 64:
-        reasons = [check_image(p) for p in paths]
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            reasons = list(pool.map(check_image, paths, chunksize=32))
-    return [(p, r) for p, r in zip(paths, reasons) if r is not None]

@@ -180,7 +180,11 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def load_imagefolder(root: str | Path) -> RawSplits:
-    """``root/train/<class>/*`` and ``root/test/<class>/*``; classes are the sorted train folders."""
+    """``root/train/<class>/*`` and ``root/test/<class>/*``; classes are the sorted train folders.
+
+    These are often phone photos, whose pixels are stored sideways with an EXIF
+    orientation tag: they are turned upright on load (there are no boxes whose
+    coordinates would then be wrong, unlike the annotated layouts)."""
     root = Path(root).expanduser()
     _require([root / "train", root / "test"], "image folder", IMAGEFOLDER_LAYOUT)
     names = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -200,7 +204,8 @@ def load_imagefolder(root: str | Path) -> RawSplits:
             folder = root / split / name
             if folder.is_dir():
                 for p in _image_files(folder):
-                    out.append(Sample(path=str(p), label=index[name], image_id=f"{split}/{p.relative_to(root / split)}"))
+                    out.append(Sample(path=str(p), label=index[name], image_id=f"{split}/{p.relative_to(root / split)}",
+                                      exif_transpose=True))
         return out
 
     return check_splits(RawSplits(scan("train"), scan("test"), names), f"image folder {root}")

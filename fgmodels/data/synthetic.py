@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fgmodels.data.cachedir import default_cache_dir
 from fgmodels.data.types import DatasetError
 
 GENERATOR_VERSION = 1  # bump whenever the pixels or files change, so caches refresh
@@ -203,11 +204,6 @@ def synthetic_key(num_classes: int, per_class: int, image_size: int, seed: int) 
     return f"cub_synth_c{num_classes}_n{per_class}_px{image_size}_seed{seed}_{digest}"
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("FGVC_CACHE_DIR")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "fgvc_search") / "synthetic"
-
-
 def _remove_stale_temps(base: Path, name: str, max_age_s: float = 3600.0) -> None:
     """Temp folders of runs killed mid-generation (generation takes seconds, not an hour)."""
     import time
@@ -225,8 +221,7 @@ def ensure_synthetic(
 ) -> Path:
     """Return the CUB-layout root of the synthetic set, generating it on first use.
 
-    It lives in ``cache_dir/<key>`` (default ``$FGVC_CACHE_DIR/synthetic`` or
-    ``~/.cache/fgvc_search/synthetic``). It is written to a temporary folder and
+    It lives in ``cache_dir/<key>`` (default ``default_cache_dir("synthetic")``). It is written to a temporary folder and
     renamed into place, so concurrent callers never see half a dataset; a loser
     of the race discards its copy, which is identical anyway.
     """
@@ -236,7 +231,7 @@ def ensure_synthetic(
         raise DatasetError(f"synthetic_per_class must be >= 2 (one train and one test image), got {per_class}")
     if image_size < 48:
         raise DatasetError(f"synthetic_image_size must be >= 48 so the class part stays legible, got {image_size}")
-    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir("synthetic")
     final = base / synthetic_key(num_classes, per_class, image_size, seed)
     if (final / "meta.json").is_file():
         return final

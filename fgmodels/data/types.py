@@ -25,6 +25,10 @@ class Sample:
     part_box: Box | None = None  # discriminative part box (synthetic set)
     parts: tuple[tuple[int, float, float], ...] | None = None  # visible (part_id, x, y) keypoints (CUB)
     trim_bottom: int = 0  # rows to cut off the bottom after decoding (FGVC-Aircraft's copyright banner)
+    # Turn the pixels upright as the EXIF orientation tag says (phone photos store
+    # them sideways). Only for layouts without boxes: CUB/Cars/Aircraft/Dogs boxes
+    # and keypoints are in stored-pixel coordinates, so those images stay as stored.
+    exif_transpose: bool = False
 
 
 @dataclass

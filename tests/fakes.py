@@ -1,4 +1,4 @@
-"""Tiny on-disk copies of each real dataset layout, for tests (here and in other packages).
+"""Tiny on-disk copies of each real dataset layout, for the tests of every package.
 
 Each writer returns the root to hand to the matching loader; images are a few
 pixels wide, coloured by class, so everything runs in milliseconds.
