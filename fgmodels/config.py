@@ -50,7 +50,7 @@ def _timm_optimizer(name: str) -> str | None:
 
 
 def _dataset(name: str) -> str | None:
-    from fgmodels.data.dataset import LOADERS
+    from fgmodels.data.source import LOADERS
 
     names = ["synthetic", *LOADERS]
     return None if name in names else f"is not a known dataset{_close(name, names)}; known: {names}"
