@@ -49,6 +49,8 @@ _BAD = object()
 
 def _coerce(kind: type, value: Any) -> Any:
     """``value`` as ``kind`` where the conversion loses nothing, else ``_BAD``."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()  # numpy scalars from samplers: np.float64, np.int64, np.bool_
     if kind is bool:
         return value if isinstance(value, bool) else _BAD
     if isinstance(value, bool):  # never a number

@@ -149,6 +149,9 @@ def test_knob_check_details() -> None:
     with pytest.raises(TypeError, match="kind"):
         Knob(None)
     assert Knob([1, 2]).check((3,), "l") == [3]
+    np = pytest.importorskip("numpy")  # what samplers hand over
+    assert type(Knob(1).check(np.int64(3), "i")) is int and Knob(True).check(np.bool_(False), "b") is False
+    assert type(Knob(0.5).check(np.float32(0.25), "f")) is float
 
 
 def test_register_method_rejects_knob_named_like_a_training_key() -> None:
