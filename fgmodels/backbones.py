@@ -5,11 +5,24 @@ file (``checkpoint_path``), which is how clusters without internet load them.
 """
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch.nn as nn
+
+from fgmodels.knobs import ConfigError
+
+
+def backbone_name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a timm model name (None if it is one).
+
+    A pretrained tag (``convnext_small.fb_in22k``) is accepted: timm resolves it."""
+    if timm.is_model(name):
+        return None
+    close = difflib.get_close_matches(name, timm.list_models(f"*{name[:5]}*"), n=1)
+    return f"is not a timm model (did you mean {close[0]!r}?)" if close else "is not a timm model"
 
 
 def create_backbone(
@@ -23,10 +36,10 @@ def create_backbone(
     ``checkpoint_path`` points timm's pretrained loader at a local file, so the
     usual pretrained-weight adaptation (e.g. dropping the old head) still runs.
     """
-    if name not in timm.list_models() and not timm.is_model(name):
-        raise ValueError(
-            f"unknown timm backbone {name!r}; list candidates with "
-            f"`python -c \"import timm; print(timm.list_models('*{name[:6]}*'))\"`"
+    problem = backbone_name_problem(name)
+    if problem:
+        raise ConfigError(
+            f"backbone {name!r} {problem}. Fix: use a name from timm.list_models('*{name[:6]}*').", key="backbone"
         )
     extra: dict[str, Any] = dict(kwargs)
     if checkpoint_path:

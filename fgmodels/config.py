@@ -1,66 +1,146 @@
 """Trial configuration: one flat dict, so Ray Tune, Optuna, YAML and the CLI all
-speak the same language. Defaults live here; a method's own knobs live in its
-``hparams``. Unknown keys are errors, never silently ignored.
+speak the same language.
+
+The training keys are declared here (:data:`TRAIN_KNOBS`), a method's own knobs
+in its :class:`~fgmodels.knobs.KnobSet`; extra keys of installed training hooks
+come from :func:`fgmodels.hooks.hook_keys`. :func:`check_values` is the one
+place where values are judged: the search-space loader, ``--set``, the driver
+and the trainer all call it (through :func:`resolve_config` or directly), so a
+bad value fails the same way everywhere, before any work starts. Unknown keys
+are errors, never silently ignored.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
-TRAIN_DEFAULTS: dict[str, Any] = {
+from fgmodels.knobs import ConfigError, Knob
+
+__all__ = [
+    "ConfigError", "TRAIN_KNOBS", "TRAIN_DEFAULTS", "check_values", "known_keys", "load_config",
+    "resolve_config", "save_config", "suggest_key",
+]
+
+
+# ------------------------------------------------------------------ rules for names
+def _registered_method(name: str) -> str | None:
+    from fgmodels.registry import list_methods
+
+    methods = list_methods()
+    return None if name in methods else f"is not a registered method{_close(name, methods)}; registered: {methods}"
+
+
+def _timm_model(name: str) -> str | None:
+    from fgmodels.backbones import backbone_name_problem
+
+    return backbone_name_problem(name)
+
+
+def _timm_optimizer(name: str) -> str | None:
+    from timm.optim import list_optimizers
+
+    names = list_optimizers()
+    if name in names:
+        return None
+    return f"is not a timm optimizer{_close(name, names)}"
+
+
+def _dataset(name: str) -> str | None:
+    from fgmodels.data.source import LOADERS
+
+    names = ["synthetic", *LOADERS]
+    return None if name in names else f"is not a known dataset{_close(name, names)}; known: {names}"
+
+
+def _synthetic_classes(n: int) -> str | None:
+    from fgmodels.data.synthetic import MAX_CLASSES
+
+    return None if n <= MAX_CLASSES else f"is more than the {MAX_CLASSES} classes the synthetic generator can draw"
+
+
+def _device(name: str) -> str | None:
+    if name == "auto":
+        return None
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        return "is not a device name"
+    return None
+
+
+def _epoch_list(values: list) -> str | None:
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+    return None if ok else "is not a list of epoch numbers > 0"
+
+
+def _close(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(str(name), candidates, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ------------------------------------------------------------------ the training keys
+_OPT_HINT = "use a name from timm.optim.list_optimizers(), e.g. sgd, adamw"
+TRAIN_KNOBS: dict[str, Knob] = {
     # what
-    "method": "baseline",
-    "backbone": "resnet50",
-    "pretrained": False,
-    "checkpoint_path": None,  # local backbone weights (clusters without internet)
-    "drop_rate": 0.0,
+    "method": Knob("baseline", "registered method name", rule=_registered_method,
+                   hint="use a name from fgmodels.registry.list_methods()"),
+    "backbone": Knob("resnet50", "timm model name; a method without it uses its paper backbone", rule=_timm_model,
+                     hint="use a name from timm.list_models(), e.g. convnext_small, resnet50, test_convnext"),
+    "pretrained": Knob(False, "load timm's pretrained weights (needs the hub, or checkpoint_path)"),
+    "checkpoint_path": Knob(None, "local backbone weights file (clusters without internet)", kind=str),
+    "drop_rate": Knob(0.0, "dropout before the classifier(s)", ge=0, lt=1),
     # data
-    "data": "synthetic",  # synthetic | cub | aircraft | cars | dogs | imagefolder
-    "data_root": None,  # dataset folder; the synthetic set is cached here when given
-    "val_fraction": 0.2,  # stratified validation split carved from train
-    "split_seed": 0,  # fixes which train images are validation, independent of the training seed
-    "img_size": None,  # crop size; None = the dataset's default (448 real, 64 synthetic)
-    "resize_size": None,  # resize before crop; None = the dataset's default (510 real)
-    "color_jitter": 0.4,
-    "synthetic_classes": 10,
-    "synthetic_per_class": 60,
-    "synthetic_image_size": 80,
-    "synthetic_seed": 0,
-    "bad_image_policy": "fail",  # fail | skip
-    "workers": 0,
-    "pipeline": "pil",  # pil (torchvision DataLoader) | cache (uint8 memmap + GPU augment)
+    "data": Knob("synthetic", "dataset: synthetic | cub | aircraft | cars | dogs | imagefolder", rule=_dataset,
+                 hint="use one of the known datasets"),
+    "data_root": Knob(None, "dataset folder; the synthetic set is cached here when given", kind=str),
+    "val_fraction": Knob(0.2, "stratified validation split carved from train", gt=0, lt=1),
+    "split_seed": Knob(0, "fixes which train images are validation, independent of the training seed"),
+    "img_size": Knob(None, "crop size; None = the dataset's default (448 real, 64 synthetic)", kind=int, gt=0),
+    "resize_size": Knob(None, "resize before crop; None = the dataset's default (510 real)", kind=int, gt=0),
+    "color_jitter": Knob(0.4, "colour-jitter strength of the training transform", ge=0),
+    "synthetic_classes": Knob(10, "classes of the synthetic set", ge=2, rule=_synthetic_classes),
+    "synthetic_per_class": Knob(60, "images per class of the synthetic set (one train, one test at least)", ge=2),
+    "synthetic_image_size": Knob(80, "side of the synthetic images in pixels (legible class part)", ge=48),
+    "synthetic_seed": Knob(0, "seed of the synthetic set"),
+    "bad_image_policy": Knob("fail", "an image that fails to decode: fail the run or skip it", choices=("fail", "skip")),
+    "workers": Knob(0, "DataLoader worker processes", ge=0),
+    "pipeline": Knob("pil", "pil (torchvision DataLoader) | cache (uint8 memmap + GPU augment)", choices=("pil", "cache")),
     # optimisation
-    "epochs": 10,
-    "batch_size": 16,
-    "opt": "sgd",  # any timm optimizer name: sgd, adamw, adam, lamb, ...
-    "lr": 1e-3,
-    "weight_decay": 1e-4,
-    "momentum": 0.9,
-    "sched": "multistep",  # multistep | cosine | constant
-    "lr_milestones": [15, 30],
-    "lr_gamma": 0.1,
-    "warmup_epochs": 0,
-    "switch_epoch": None,  # epoch at which a second optimiser phase starts (AT-CNN)
-    "opt_after_switch": "sgd",
-    "lr_after_switch": 1e-3,
-    "grad_clip": None,
-    "accum_steps": 1,  # gradient accumulation (OOM fallback keeps batch_size * accum)
+    "epochs": Knob(10, "training epochs", gt=0),
+    "batch_size": Knob(16, "images per optimiser step", gt=0),
+    "opt": Knob("sgd", "any timm optimizer name: sgd, adamw, adam, lamb, ...", rule=_timm_optimizer,
+                hint=_OPT_HINT),
+    "lr": Knob(1e-3, "base learning rate", gt=0),
+    "weight_decay": Knob(1e-4, "weight decay of the matrices (not of biases and norms)", ge=0),
+    "momentum": Knob(0.9, "momentum of SGD-like optimisers", ge=0),
+    "sched": Knob("multistep", "learning-rate schedule", choices=("multistep", "cosine", "constant")),
+    "lr_milestones": Knob([15, 30], "multistep: epochs at which the lr is multiplied by lr_gamma", rule=_epoch_list),
+    "lr_gamma": Knob(0.1, "multistep: lr factor at each milestone", gt=0),
+    "warmup_epochs": Knob(0, "linear warm-up epochs of the first phase", ge=0),
+    "switch_epoch": Knob(None, "epoch at which a second optimiser phase starts (AT-CNN)", kind=int, ge=1),
+    "opt_after_switch": Knob("sgd", "optimizer of the second phase", rule=_timm_optimizer, hint=_OPT_HINT),
+    "lr_after_switch": Knob(1e-3, "learning rate of the second phase", gt=0),
+    "grad_clip": Knob(None, "clip the gradient norm to this value", kind=float, gt=0),
+    "accum_steps": Knob(1, "gradient accumulation (the OOM fallback keeps batch_size * accum)", gt=0),
     # runtime
-    "seed": 0,
-    "device": "auto",  # auto | cpu | cuda | cuda:N
-    "amp": "auto",  # auto (bf16 on CUDA) | bf16 | off
-    "channels_last": False,
-    "compile": False,
-    "max_train_batches": None,  # cap per epoch (smoke tests, benchmarks)
-    "max_eval_batches": None,
-    "log_every": 20,
-    "inject_nan_at_step": None,  # fault injection: the loss becomes NaN at this global step
-    "simulate_oom_above_batch": None,  # fault injection: a step with a larger micro-batch raises OutOfMemoryError
+    "seed": Knob(0, "training seed (weights, augmentation, sampling)"),
+    "device": Knob("auto", "auto | cpu | cuda | cuda:N", rule=_device, hint="use auto, cpu, cuda or cuda:N"),
+    "amp": Knob("auto", "auto (bf16 on CUDA) | bf16 | off", choices=("auto", "bf16", "off")),
+    "channels_last": Knob(False, "channels-last memory format for images and model"),
+    "compile": Knob(False, "torch.compile the backbones"),
+    "max_train_batches": Knob(None, "cap per epoch (smoke tests, benchmarks)", kind=int, gt=0),
+    "max_eval_batches": Knob(None, "cap per evaluation", kind=int, gt=0),
+    "log_every": Knob(20, "steps between loss logs and finiteness checks", gt=0),
 }
 
+# The {key: default} view that callers read.
+TRAIN_DEFAULTS: dict[str, Any] = {key: k.default for key, k in TRAIN_KNOBS.items()}
 
 # Names people type from other tools, mapped to ours for "did you mean" hints.
 _ALIASES = {
@@ -75,75 +155,96 @@ def suggest_key(key: str, allowed: set[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be run; the message names the key and a fix."""
+def _hook_keys() -> dict[str, Any]:
+    from fgmodels.hooks import hook_keys
+
+    return hook_keys()
+
+
+def _method_class(method: str) -> type:
+    from fgmodels.registry import get_method_class
+
+    if not isinstance(method, str):
+        raise ConfigError(f"config key 'method' must be a string, got {method!r}. Fix: name a registered method.",
+                          key="method")
+    try:
+        return get_method_class(method)
+    except KeyError as err:
+        raise ConfigError(f"{err.args[0]}. Fix: set method to a registered name.", key="method") from None
 
 
 def known_keys(method: str) -> set[str]:
-    from fgmodels.registry import method_hparams
+    """Every key a config for ``method`` may hold."""
+    return set(TRAIN_KNOBS) | set(_method_class(method).Knobs.declared()) | set(_hook_keys())
 
-    return set(TRAIN_DEFAULTS) | set(method_hparams(method))
 
+def check_values(method: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every given key for ``method``; returns the values coerced (``"1e-4"`` -> 1e-4).
 
-def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Defaults + method defaults + ``cfg``; rejects keys nobody understands."""
-    from fgmodels.registry import get_method_class
-
-    method = cfg.get("method", TRAIN_DEFAULTS["method"])
-    try:
-        cls = get_method_class(method)
-    except KeyError as err:
-        raise ConfigError(str(err.args[0])) from None
-    allowed = set(TRAIN_DEFAULTS) | set(cls.hparams)
-    for key in cfg:
-        if key not in allowed:
+    Training keys and the method's knobs are judged by their declarations; keys
+    of installed hooks pass as they are. Cross-knob rules of the method are
+    checked with the defaults for the knobs not given. Raises :class:`ConfigError`
+    naming the key, the valid range and a fix.
+    """
+    cls = _method_class(method)
+    declared = cls.Knobs.declared()
+    hooks = _hook_keys()
+    out: dict[str, Any] = {}
+    method_values: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in TRAIN_KNOBS:
+            out[key] = TRAIN_KNOBS[key].check(value, key)
+        elif key in declared:
+            out[key] = method_values[key] = value
+        elif key in hooks:
+            out[key] = value
+        else:
+            allowed = set(TRAIN_KNOBS) | set(declared) | set(hooks)
+            hint = suggest_key(key, allowed)
             raise ConfigError(
-                f"unknown config key {key!r} for method {method!r}{suggest_key(key, allowed)} "
-                f"(method knobs: {sorted(cls.hparams)})"
+                f"unknown config key {key!r} for method {method!r}{hint}{'' if hint else '.'} "
+                f"Fix: use a training key (fgmodels.config.TRAIN_DEFAULTS) or one of {method}'s knobs "
+                f"{sorted(declared)}.",
+                key=key,
             )
-    out = dict(TRAIN_DEFAULTS)
+    # per-knob checks, then the cross-knob rules with defaults for the knobs not given
+    knobs = cls.Knobs.build(method_values, owner=method).as_dict()
+    out.update({key: knobs[key] for key in method_values})
+    return {key: out[key] for key in values}
+
+
+def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults + hook defaults + the method's backbone and knob defaults + ``cfg``, checked."""
+    method = cfg.get("method", TRAIN_DEFAULTS["method"])
+    cls = _method_class(method)
+    checked = check_values(method, cfg)
+    out = copy.deepcopy(TRAIN_DEFAULTS)
+    out.update(_hook_keys())
     out["backbone"] = cls.default_backbone
-    out.update(cls.hparams)
-    out.update(cfg)
-    _check_values(out)
+    out.update(cls.Knobs.defaults())
+    out.update(checked)
+    out["method"] = method
     return out
-
-
-def _check_values(cfg: dict[str, Any]) -> None:
-    def positive(key: str, integer: bool = False) -> None:
-        val = cfg[key]
-        if val is None or (integer and int(val) != val) or val <= 0:
-            kind = "a positive integer" if integer else "positive"
-            raise ConfigError(f"config key {key!r} must be {kind}, got {val!r}")
-
-    for key in ("epochs", "batch_size", "accum_steps"):
-        positive(key, integer=True)
-    positive("lr")
-    if not 0.0 < float(cfg["val_fraction"]) < 1.0:
-        raise ConfigError(f"val_fraction must lie in (0, 1), got {cfg['val_fraction']!r}")
-    if cfg["bad_image_policy"] not in ("fail", "skip"):
-        raise ConfigError(f"bad_image_policy must be 'fail' or 'skip', got {cfg['bad_image_policy']!r}")
-    if cfg["pipeline"] not in ("pil", "cache"):
-        raise ConfigError(f"pipeline must be 'pil' or 'cache', got {cfg['pipeline']!r}")
-    if cfg["sched"] not in ("multistep", "cosine", "constant"):
-        raise ConfigError(f"sched must be multistep, cosine or constant, got {cfg['sched']!r}")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist. Fix: give the path of an existing YAML file.")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of key: value, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of key: value, got {type(data).__name__}. "
+            f"Fix: write one 'key: value' per line."
+        )
     return data
 
 
-def save_config(cfg: dict[str, Any], path: str | Path) -> None:
+def save_config(cfg: Mapping[str, Any], path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(_plain(cfg), sort_keys=True))
 
 
-def _plain(cfg: dict[str, Any]) -> dict[str, Any]:
+def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """YAML-safe copy (tuples -> lists, numpy scalars -> python)."""
     out: dict[str, Any] = {}
     for k, v in cfg.items():

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from fgmodels import attention_ops as ops
-from fgmodels.losses import supcon_loss
+from fgmodels.layers import heatmap as ops
+from fgmodels.layers.supcon import supcon_loss
 from fgmodels.methods.gholm import Gholm
 from fgmodels.registry import create_method, method_hparams
 
@@ -37,14 +37,6 @@ def test_registered_with_paper_defaults() -> None:
 
     cfg = resolve_config({"method": "gholm", "mu": 1.9})
     assert cfg["backbone"] == "convnext_small" and cfg["mu"] == 1.9
-
-
-@pytest.mark.parametrize(
-    "bad", [{"test_logits": "sum"}, {"theta_low": 2.0, "theta_high": 1.0}, {"tau": 0.0}, {"mu": -1.0}]
-)
-def test_bad_hparams_raise(bad: dict) -> None:
-    with pytest.raises(ValueError, match="gholm"):
-        _method(**bad)
 
 
 # ---------------------------------------------------------------- Grad-CAM
@@ -96,6 +88,33 @@ def test_grad_cam_equals_hooked_backward_and_leaves_param_grads(backbone: str, l
     ref_model2 = copy.deepcopy(m)
     ref_argmax = _hooked_reference_cam(ref_model2, getattr(ref_model2.backbone, layer_name), x, logits_eval.argmax(1))
     torch.testing.assert_close(cam_eval, ref_argmax, rtol=1e-4, atol=1e-6)
+
+
+def test_training_step_takes_the_cam_of_the_label_not_of_the_argmax(monkeypatch) -> None:
+    """The crop and drop views of a training step come from the LABEL's Grad-CAM:
+    the cam the step hands on is recorded and compared with independent hooked
+    Grad-CAMs for the label and for the predicted class (labels chosen != argmax)."""
+    m = _method()
+    m.train()
+    x, _ = _batch(4, 96)
+    with torch.no_grad():
+        pred = m.fc(m.backbone(x)).argmax(dim=1)
+    y = (pred + 1) % 4  # every label differs from the prediction
+    seen: list[torch.Tensor] = []
+    real = ops.upsample_heat
+
+    def recording(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        seen.append(cam.detach().clone())
+        return real(cam, size)
+
+    monkeypatch.setattr(ops, "upsample_heat", recording)
+    m.training_step(x, y)
+    assert len(seen) == 1
+    ref_model = copy.deepcopy(m)
+    for_label = _hooked_reference_cam(ref_model, ref_model.backbone.stages, x, y)
+    for_argmax = _hooked_reference_cam(ref_model, ref_model.backbone.stages, x, pred)
+    assert not torch.allclose(for_label, for_argmax, rtol=1e-3, atol=1e-5)  # the test can tell them apart
+    torch.testing.assert_close(seen[0], for_label, rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------- connected components / boxes
@@ -251,6 +270,25 @@ def test_supcon_finite_without_shared_labels_and_without_positives() -> None:
 
 
 # ---------------------------------------------------------------- method: training
+def test_supcon_branch_contrasts_raw_with_crop_features() -> None:
+    """The SupCon loss of a step equals an independent SupCon on [raw, crop]
+    features, the crop cut from the step's own boxes (feeding raw twice fails)."""
+    m = _method()
+    m.eval()  # no randomness between the step's forwards and the reference ones
+    x, y = _batch(6, 64)
+    out = m.training_step(x, y)
+    boxes = out.extras["crop_boxes"]
+    whole = torch.tensor([0.0, 0.0, 64.0, 64.0])
+    assert (boxes != whole).any(dim=1).any(), "every crop is the whole image: raw and crop would coincide"
+    with torch.no_grad():
+        z_raw = m.backbone(x)  # timm with num_classes=0: pooled features
+        z_crop = m.backbone(ops.crop_and_resize(x, boxes))
+    ref = _supcon_reference(torch.stack([z_raw, z_crop], dim=1), y, 0.7)
+    raw_twice = _supcon_reference(torch.stack([z_raw, z_raw], dim=1), y, 0.7)
+    assert abs(ref - raw_twice) > 1e-3  # the two inputs give different losses
+    assert out.branch_losses["supcon"].item() == pytest.approx(ref, rel=1e-4)
+
+
 def _batch(b: int = 8, size: int = 96, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(b, 3, size, size, generator=g), torch.arange(b) % classes
@@ -324,13 +362,13 @@ def test_test_logit_modes_match_explicit_crop_pipeline() -> None:
         crop = m._branch(ops.crop_and_resize(x, boxes))[1]
         preds = {}
         for mode in ("raw+crop", "raw", "crop"):
-            m.test_logits = mode
+            m.hp.test_logits = mode
             preds[mode] = m.predict(x)
     torch.testing.assert_close(preds["raw"], raw)
     torch.testing.assert_close(preds["crop"], crop)
     torch.testing.assert_close(preds["raw+crop"], raw + crop)
     with torch.inference_mode():
-        m.test_logits = "raw+crop"
+        m.hp.test_logits = "raw+crop"
         torch.testing.assert_close(m.predict(x), raw + crop)
 
 

@@ -1,19 +1,20 @@
 """``atcnn``: bilinear "linear fusion" head + channel-selected attention branch.
 
-AT-CNN (papers/atcnn-bilinear-attention.txt), as this project implements it:
+AT-CNN (bilinear "linear fusion" network with an attention branch), as this
+project implements it:
 
 * Main branch: X = backbone.forward_features(I) ([B, C, H, W]); a
-  :class:`~fgmodels.bilinear.BilinearHead` (fusion kernels Conv1 -> n channels,
-  Conv2 -> m channels, G = f f'^T / (H W), signed sqrt with ``eps``, L2, fc).
-  The paper writes 1/(mn) for the scale of G; METHODS.md fixes 1/(HW) (an
-  average over positions, so the scale does not depend on the input size).
+  :class:`~fgmodels.layers.bilinear.BilinearHead` (fusion kernels Conv1 -> n
+  channels, Conv2 -> m channels, G = f f'^T / (H W), signed sqrt with ``eps``,
+  L2, fc). The paper writes 1/(mn) for the scale of G; this project uses 1/(HW)
+  (an average over positions, so the scale does not depend on the input size).
 * Attention mask (eq. 6-9), built from the detached X of the main branch:
   q_i = mean of channel i (eq. 7), w_i = q_i / sum_j sqrt(q_j) (eq. 8; q_j is
   clamped at 0 inside the sqrt so backbones whose last map is not post-ReLU do
   not give NaN), the top-``top_m`` channels by w_i, PER IMAGE. Eq. 9 literally
   sums the scalar weights, which carries no spatial information; we read it as
-  the sum of the selected channel MAPS (``mask_weighting="plain"``, METHODS.md)
-  or, as an option, the w-weighted sum (``"weighted"``). The sum is clamped at
+  the sum of the selected channel MAPS (``mask_weighting="plain"``, the project's
+  reading) or, as an option, the w-weighted sum (``"weighted"``). The sum is clamped at
   0, upsampled (bilinear) to the image size and divided by its own maximum per
   image, so every image's mask lies in [0, 1] with max 1 (never a batch-global
   max). An all-zero sum (possible with an untrained backbone) gives an all-ones
@@ -37,19 +38,31 @@ strictly per image (tested in eval mode).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from fgmodels.backbones import create_backbone
-from fgmodels.bilinear import FUSIONS, BilinearHead
+from fgmodels.knobs import ConfigError, KnobSet, knob
+from fgmodels.layers.bilinear import FUSIONS, BilinearHead
+from fgmodels.layers.display import to_unit_range
 from fgmodels.methods.base import FGVCMethod, StepOutput
 from fgmodels.registry import register_method
 
-TEST_LOGITS = ("sum", "main", "att")
 MASK_WEIGHTINGS = ("plain", "weighted")
+
+
+@dataclass
+class ATCNNKnobs(KnobSet):
+    fusion: str = knob("1x1_1x3_3x1", "fusion kernel pair (the paper's best, Table 2)", choices=FUSIONS)
+    n: int = knob(256, "Conv1 channels of the bilinear head", gt=0)
+    m: int = knob(256, "Conv2 channels of the bilinear head", gt=0)
+    top_m: int = knob(16, "channels summed into the attention mask (at most the backbone's channels)", ge=1)
+    eps: float = knob(1e-6, "signed-sqrt eps (1e-8..1e-5; tiny values blow up the gradient at 0)", gt=0)
+    use_attention: bool = knob(True, "attention branch on (ablation: False = main branch only)")
+    test_logits: str = knob("sum", "test rule: main + att, main only or att only", choices=("sum", "main", "att"))
+    mask_weighting: str = knob("plain", "mask = plain sum of the top maps, or w_i-weighted", choices=MASK_WEIGHTINGS)
 
 
 def channel_weights(features: torch.Tensor) -> torch.Tensor:
@@ -102,57 +115,26 @@ class ATCNN(FGVCMethod):
     """Main bilinear branch + masked-image attention branch on one shared backbone."""
 
     name = "atcnn"
+    Knobs = ATCNNKnobs
+    hp: ATCNNKnobs
     backbone_passes = 2
     default_backbone = "inception_v3"  # the paper's best backbone (CUB 87.8)
-    hparams: dict[str, Any] = {
-        "fusion": "1x1_1x3_3x1",  # paper's best kernel pair (Table 2)
-        "n": 256,  # Conv1 channels
-        "m": 256,  # Conv2 channels
-        "top_m": 16,  # channels summed into the attention mask
-        "eps": 1e-6,  # signed-sqrt eps (1e-8..1e-5)
-        "use_attention": True,  # ablation: False = main branch only
-        "test_logits": "sum",  # sum | main | att
-        "mask_weighting": "plain",  # plain | weighted (w_i * p_i)
-    }
 
-    def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "inception_v3",
-        pretrained: bool = False,
-        checkpoint_path: str | None = None,
-        drop_rate: float = 0.0,
-        fusion: str = "1x1_1x3_3x1",
-        n: int = 256,
-        m: int = 256,
-        top_m: int = 16,
-        eps: float = 1e-6,
-        use_attention: bool = True,
-        test_logits: str = "sum",
-        mask_weighting: str = "plain",
-    ) -> None:
-        super().__init__()
-        if fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {fusion!r}; choose one of {list(FUSIONS)}")
-        if test_logits not in TEST_LOGITS:
-            raise ValueError(f"unknown test_logits {test_logits!r}; choose one of {list(TEST_LOGITS)}")
-        if mask_weighting not in MASK_WEIGHTINGS:
-            raise ValueError(f"unknown mask_weighting {mask_weighting!r}; choose one of {list(MASK_WEIGHTINGS)}")
-        if not use_attention and test_logits != "main":
-            test_logits = "main"  # no attention branch to add at test
-        self.backbone = create_backbone(backbone, pretrained, checkpoint_path)
+    def __init__(self, num_classes: int, **cfg: Any) -> None:
+        super().__init__(num_classes, **cfg)
+        hp = self.hp
+        if not hp.use_attention:
+            hp.test_logits = "main"  # no attention branch to add at test
+            self.backbone_passes = 1
+        self.backbone = self.new_backbone()
         channels = int(self.backbone.num_features)
-        if not 1 <= int(top_m) <= channels:
-            raise ValueError(
-                f"top_m={top_m} must lie in [1, {channels}] for backbone {backbone!r} "
-                f"({channels} feature channels); lower top_m"
+        if hp.top_m > channels:
+            raise ConfigError(
+                f"atcnn knob 'top_m' must lie in [1, {channels}] for backbone {self.backbone_name!r} "
+                f"({channels} feature channels), got {hp.top_m}. Fix: lower top_m.",
+                key="top_m",
             )
-        self.head = BilinearHead(channels, num_classes, int(n), int(m), fusion, float(eps), drop_rate)
-        self.top_m = int(top_m)
-        self.use_attention = bool(use_attention)
-        self.test_logits = test_logits
-        self.mask_weighting = mask_weighting
-        self.backbone_passes = 2 if self.use_attention else 1
+        self.head = BilinearHead(channels, num_classes, hp.n, hp.m, hp.fusion, hp.eps, dropout=self.dropout)
 
     # -- pieces -----------------------------------------------------------
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -172,7 +154,7 @@ class ATCNN(FGVCMethod):
 
     def attention_images(self, images: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(I * mask, mask); the mask is detached and per image."""
-        mask = attention_mask(x, self.top_m, tuple(images.shape[2:]), self.mask_weighting)
+        mask = attention_mask(x, self.hp.top_m, tuple(images.shape[2:]), self.hp.mask_weighting)
         return images * mask.to(images.dtype), mask
 
     # -- interface --------------------------------------------------------
@@ -184,7 +166,7 @@ class ATCNN(FGVCMethod):
         loss_main = F.cross_entropy(logits_main, labels)
         losses = {"main": loss_main.detach()}
         loss = loss_main
-        if self.use_attention:
+        if self.hp.use_attention:
             att_images, _ = self.attention_images(images, x)
             logits_att, _ = self.branch(att_images)
             loss_att = F.cross_entropy(logits_att, labels)
@@ -194,16 +176,13 @@ class ATCNN(FGVCMethod):
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         logits_main, x = self.branch(images)
-        if self.test_logits == "main":
+        if self.hp.test_logits == "main":
             return logits_main
         logits_att, _ = self.branch(self.attention_images(images, x)[0])
-        return logits_att if self.test_logits == "att" else logits_main + logits_att
+        return logits_att if self.hp.test_logits == "att" else logits_main + logits_att
 
     def visualize(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """The mask and the masked image (min-max rescaled per image for display)."""
         with torch.no_grad():
             att, mask = self.attention_images(images, self.features(images))
-            lo = att.amin(dim=(1, 2, 3), keepdim=True)
-            hi = att.amax(dim=(1, 2, 3), keepdim=True)
-            shown = (att - lo) / (hi - lo).clamp_min(1e-12)
-        return {"att_mask": mask.expand(-1, 3, -1, -1).float(), "att_image": shown.float()}
+        return {"att_mask": mask.expand(-1, 3, -1, -1).float(), "att_image": to_unit_range(att.float())}

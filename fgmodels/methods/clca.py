@@ -27,19 +27,40 @@ Design chosen:
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fgmodels.backbones import create_backbone
-from fgmodels.lgam_module import check_groups
+from fgmodels.knobs import Broken, ConfigError, KnobSet, knob
+from fgmodels.layers.groups import check_groups
 from fgmodels.methods.base import FGVCMethod, StepOutput
 from fgmodels.registry import register_method
 
 BRANCHES = ("branch3", "branch4", "branch5")
-TEST_LOGITS = ("sum", "fused")
+
+
+@dataclass
+class CLCAKnobs(KnobSet):
+    groups: int = knob(8, "G of the channel group attention; must divide the stage-5 channels", ge=1)
+    proj_width: int = knob(512, "common branch width D", ge=4)
+    w_branch3: float = knob(1.0, "loss weight of the stage-3 head", ge=0)
+    w_branch4: float = knob(1.0, "loss weight of the stage-4 head", ge=0)
+    w_branch5: float = knob(1.0, "loss weight of the stage-5 head", ge=0)
+    w_fused: float = knob(1.0, "loss weight of the fused head", ge=0)
+    test_logits: str = knob("sum", "test rule: sum of all four heads, or the fused head", choices=("sum", "fused"))
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"branch3": self.w_branch3, "branch4": self.w_branch4, "branch5": self.w_branch5,
+                "fused": self.w_fused}
+
+    def broken_rules(self) -> Iterable[Broken]:
+        if not any(w > 0 for w in self.loss_weights().values()):
+            yield Broken(("w_branch3", "w_branch4", "w_branch5", "w_fused"),
+                         "branch loss weights must not all be 0 (nothing would be trained)",
+                         "give at least one head a weight > 0")
 
 
 class ChannelGroupAttention(nn.Module):
@@ -110,56 +131,32 @@ def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 @register_method
 class CLCA(FGVCMethod):
     name = "clca"
+    Knobs = CLCAKnobs
+    hp: CLCAKnobs
     default_backbone = "resnet50"
-    hparams: dict[str, Any] = {
-        "groups": 8,  # G of the channel group attention; must divide the stage-5 channels
-        "proj_width": 512,  # common branch width D
-        "w_branch3": 1.0,
-        "w_branch4": 1.0,
-        "w_branch5": 1.0,
-        "w_fused": 1.0,
-        "test_logits": "sum",  # sum (all four heads) | fused
-    }
+    test_backbone = "test_resnet"  # needs >= 3 feature levels whose last channels G divides
 
-    def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "resnet50",
-        pretrained: bool = False,
-        checkpoint_path: str | None = None,
-        drop_rate: float = 0.0,
-        groups: int = 8,
-        proj_width: int = 512,
-        w_branch3: float = 1.0,
-        w_branch4: float = 1.0,
-        w_branch5: float = 1.0,
-        w_fused: float = 1.0,
-        test_logits: str = "sum",
-    ) -> None:
-        super().__init__()
-        if test_logits not in TEST_LOGITS:
-            raise ValueError(f"clca: test_logits must be one of {TEST_LOGITS}, got {test_logits!r}")
-        if int(proj_width) != proj_width or proj_width < 4:
-            raise ValueError(f"clca: proj_width must be an integer >= 4, got {proj_width!r}")
-        self.loss_weights = {"branch3": w_branch3, "branch4": w_branch4, "branch5": w_branch5, "fused": w_fused}
-        if any(v < 0 for v in self.loss_weights.values()) or not any(v > 0 for v in self.loss_weights.values()):
-            raise ValueError(f"clca: branch loss weights must be >= 0 and not all 0, got {self.loss_weights}")
-        self.test_logits = test_logits
-        self.backbone = create_backbone(backbone, pretrained, checkpoint_path, features_only=True)
+    def __init__(self, num_classes: int, **cfg: Any) -> None:
+        super().__init__(num_classes, **cfg)
+        hp = self.hp
+        self.backbone = self.new_backbone(features_only=True)
         chans = self.backbone.feature_info.channels()
         if len(chans) < 3:
-            raise ValueError(f"clca needs a backbone with >= 3 feature levels; {backbone} has {len(chans)}")
+            raise ConfigError(
+                f"clca needs a backbone with >= 3 feature levels; {self.backbone_name} has {len(chans)}. "
+                f"Fix: use a CNN backbone such as resnet50.",
+                key="backbone",
+            )
         chans = chans[-3:]  # ResNet: out_indices (2, 3, 4), i.e. stages 3, 4, 5
-        width = int(proj_width)
-        self.cga = ChannelGroupAttention(chans[2], groups)
+        width = hp.proj_width
+        self.cga = ChannelGroupAttention(chans[2], hp.groups)
         self.proj = nn.ModuleList(
             nn.Sequential(nn.Conv2d(ch, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
             for ch in chans
         )
         self.coatt = CrossLayerCoAttention(width)
-        self.dropout = nn.Dropout(drop_rate)
-        self.heads = nn.ModuleDict({name: nn.Linear(width, num_classes) for name in BRANCHES})
-        self.heads["fused"] = nn.Linear(3 * width, num_classes)
+        self.heads = nn.ModuleDict({name: self.new_classifier(width) for name in BRANCHES})
+        self.heads["fused"] = self.new_classifier(3 * width)
 
     def branch_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Projected branch maps on the common (stage-4) grid, before co-attention."""
@@ -176,14 +173,15 @@ class CLCA(FGVCMethod):
         return logits
 
     def combine(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.test_logits == "fused":
+        if self.hp.test_logits == "fused":
             return logits["fused"]
         return logits["branch3"] + logits["branch4"] + logits["branch5"] + logits["fused"]
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
         logits = self(images)
         losses = {name: F.cross_entropy(out, labels) for name, out in logits.items()}
-        loss = sum(self.loss_weights[name] * losses[name] for name in losses)
+        weights = self.hp.loss_weights()
+        loss = sum(weights[name] * losses[name] for name in losses)
         return StepOutput(
             loss=loss,
             branch_losses={name: v.detach() for name, v in losses.items()},

@@ -39,84 +39,65 @@ Choices where the paper is vague (project decisions):
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from fgmodels import attention_ops as ops
-from fgmodels.backbones import create_backbone
-from fgmodels.losses import supcon_loss
+from fgmodels.knobs import Broken, KnobSet, knob
+from fgmodels.layers import display
+from fgmodels.layers import heatmap as ops
+from fgmodels.layers.supcon import supcon_loss
 from fgmodels.methods.base import FGVCMethod, StepOutput
 from fgmodels.registry import register_method
 
-TEST_LOGIT_MODES = ("raw+crop", "raw", "crop")
+
+@dataclass
+class GholmKnobs(KnobSet):
+    mu: float = knob(1.7, "crop threshold factor: crop the largest region with heat > mu * mean(heat)", gt=0)
+    theta_low: float = knob(1.0, "drop threshold factor theta ~ U[theta_low, theta_high]: lower end", ge=0)
+    theta_high: float = knob(2.0, "drop threshold factor: upper end", ge=0)
+    gamma: float = knob(0.2, "weight of the drop branch's cross-entropy", ge=0)
+    tau: float = knob(0.7, "SupCon temperature", gt=0)
+    lambda_con: float = knob(1.0, "weight of the SupCon loss", ge=0)
+    use_crop: bool = knob(True, "crop branch on (off also turns SupCon off and makes test logits raw)")
+    use_drop: bool = knob(True, "drop branch on")
+    use_supcon: bool = knob(True, "supervised contrastive loss between raw and crop features")
+    test_logits: str = knob("raw+crop", "test rule: logits of raw + crop, raw only or crop only",
+                            choices=("raw+crop", "raw", "crop"))
+
+    def broken_rules(self) -> Iterable[Broken]:
+        if not self.theta_low <= self.theta_high:
+            yield Broken(("theta_low", "theta_high"),
+                         f"the drop threshold range needs theta_low <= theta_high, got {self.theta_low!r} > "
+                         f"{self.theta_high!r}", "swap the two values or raise theta_high")
 
 
 @register_method
 class Gholm(FGVCMethod):
     name = "gholm"
+    Knobs = GholmKnobs
+    hp: GholmKnobs
     default_backbone = "convnext_small"
     backbone_passes = 3
-    hparams: dict[str, Any] = {
-        "mu": 1.7,
-        "theta_low": 1.0,
-        "theta_high": 2.0,
-        "gamma": 0.2,
-        "tau": 0.7,
-        "lambda_con": 1.0,
-        "use_crop": True,
-        "use_drop": True,
-        "use_supcon": True,
-        "test_logits": "raw+crop",
-    }
     connectivity: int = 8
-    # The engine may run predict under no_grad: the cam re-enables grad for the
-    # cheap head only, so the backbone forward keeps no graph at evaluation.
 
-    def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "convnext_small",
-        pretrained: bool = False,
-        checkpoint_path: str | None = None,
-        drop_rate: float = 0.0,
-        mu: float = 1.7,
-        theta_low: float = 1.0,
-        theta_high: float = 2.0,
-        gamma: float = 0.2,
-        tau: float = 0.7,
-        lambda_con: float = 1.0,
-        use_crop: bool = True,
-        use_drop: bool = True,
-        use_supcon: bool = True,
-        test_logits: str = "raw+crop",
-    ) -> None:
-        super().__init__()
-        _check_hparams(num_classes, mu, theta_low, theta_high, gamma, tau, lambda_con, test_logits)
-        self.backbone = create_backbone(backbone, pretrained, checkpoint_path)
-        self.dropout = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(self.backbone.num_features, num_classes)
-        self.num_classes = num_classes
-        self.mu = float(mu)
-        self.theta_low = float(theta_low)
-        self.theta_high = float(theta_high)
-        self.gamma = float(gamma)
-        self.tau = float(tau)
-        self.lambda_con = float(lambda_con)
-        self.use_crop = bool(use_crop)
-        self.use_drop = bool(use_drop)
-        self.use_supcon = bool(use_supcon) and self.use_crop
-        self.test_logits = test_logits if self.use_crop else "raw"
-        if use_supcon and not use_crop:
+    def __init__(self, num_classes: int, **cfg: Any) -> None:
+        super().__init__(num_classes, **cfg)
+        hp = self.hp
+        if hp.use_supcon and not hp.use_crop:
             warnings.warn("gholm: use_supcon needs the crop view; with use_crop=False SupCon is off", stacklevel=2)
-        if test_logits != "raw" and not use_crop:
+            hp.use_supcon = False
+        if hp.test_logits != "raw" and not hp.use_crop:
             warnings.warn(
-                f"gholm: test_logits={test_logits!r} needs the crop branch; with use_crop=False "
+                f"gholm: test_logits={hp.test_logits!r} needs the crop branch; with use_crop=False "
                 "the raw logits are used",
                 stacklevel=2,
             )
+            hp.test_logits = "raw"
+        self.backbone = self.new_backbone()
+        self.fc = self.new_classifier(self.backbone.num_features)
 
     # ------------------------------------------------------------------ forward pieces
     def _head(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,13 +146,13 @@ class Gholm(FGVCMethod):
         with torch.no_grad():
             _, _, cam = self._raw_with_cam(images, target)
             heat = ops.upsample_heat(cam, tuple(images.shape[-2:]))
-            boxes = ops.crop_boxes_from_heat(heat, self.mu, self.connectivity)
+            boxes = ops.crop_boxes_from_heat(heat, self.hp.mu, self.connectivity)
         return heat, boxes
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepOutput:
         self._check_inputs(images, labels)
         size = tuple(images.shape[-2:])
-        need_cam = self.use_crop or self.use_drop
+        need_cam = self.hp.use_crop or self.hp.use_drop
         if need_cam:
             pooled_raw, logits_raw, cam = self._raw_with_cam(images, labels)
         else:
@@ -183,41 +164,41 @@ class Gholm(FGVCMethod):
         if need_cam:
             with torch.no_grad():
                 heat = ops.upsample_heat(cam, size)
-                if self.use_crop:
-                    boxes = ops.crop_boxes_from_heat(heat, self.mu, self.connectivity)
+                if self.hp.use_crop:
+                    boxes = ops.crop_boxes_from_heat(heat, self.hp.mu, self.connectivity)
                     crop_images = ops.crop_and_resize(images, boxes)
                     extras["crop_boxes"] = boxes
-                if self.use_drop:
-                    drop_images = ops.apply_drop(images, ops.drop_mask(heat, self.theta_low, self.theta_high))
-        if self.use_crop:
+                if self.hp.use_drop:
+                    drop_images = ops.apply_drop(images, ops.drop_mask(heat, self.hp.theta_low, self.hp.theta_high))
+        if self.hp.use_crop:
             pooled_crop, logits_crop = self._branch(crop_images)
             ce_crop = F.cross_entropy(logits_crop, labels)
             total = total + ce_crop
             branch["crop"] = ce_crop.detach()
-        if self.use_drop:
+        if self.hp.use_drop:
             _, logits_drop = self._branch(drop_images)
             ce_drop = F.cross_entropy(logits_drop, labels)
-            total = total + self.gamma * ce_drop
+            total = total + self.hp.gamma * ce_drop
             branch["drop"] = ce_drop.detach()
-        if self.use_supcon:
+        if self.hp.use_supcon:
             z = torch.stack([pooled_raw, pooled_crop], dim=1)  # normalised inside supcon_loss
-            con = supcon_loss(z, labels, temperature=self.tau)
-            total = total + self.lambda_con * con
+            con = supcon_loss(z, labels, temperature=self.hp.tau)
+            total = total + self.hp.lambda_con * con
             branch["supcon"] = con.detach()
         return StepOutput(loss=total, branch_losses=branch, logits=logits_raw.detach(), extras=extras)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Paper's test rule: logits_raw + logits_crop (crop from the argmax-class cam)."""
         self._check_inputs(images)
-        if self.test_logits == "raw":
+        if self.hp.test_logits == "raw":
             return self._branch(images)[1]
         _, logits_raw, cam = self._raw_with_cam(images, None)
         with torch.no_grad():
             heat = ops.upsample_heat(cam, tuple(images.shape[-2:]))
-            boxes = ops.crop_boxes_from_heat(heat, self.mu, self.connectivity)
+            boxes = ops.crop_boxes_from_heat(heat, self.hp.mu, self.connectivity)
             crop_images = ops.crop_and_resize(images, boxes)
         logits_crop = self._branch(crop_images)[1]
-        if self.test_logits == "crop":
+        if self.hp.test_logits == "crop":
             return logits_crop
         return logits_raw + logits_crop
 
@@ -226,31 +207,12 @@ class Gholm(FGVCMethod):
         """Dashboard images in [0, 1]: crop box on the input, heat overlay, dropped and cropped views."""
         self._check_inputs(images, labels)
         heat, boxes = self.localize(images, labels)
-        base = ops.to_unit_range(images.float())
-        dropped = ops.apply_drop(base, ops.drop_mask(heat, self.theta_low, self.theta_high))
+        base = display.to_unit_range(images.float())
+        dropped = ops.apply_drop(base, ops.drop_mask(heat, self.hp.theta_low, self.hp.theta_high))
         return {
-            "crop_box": ops.draw_boxes(base, boxes),
-            "heat": ops.heat_overlay(base, heat),
+            "crop_box": display.draw_boxes(base, boxes),
+            "heat": display.heat_overlay(base, heat),
             "drop": dropped,
             "crop": ops.crop_and_resize(base, boxes).clamp(0.0, 1.0),
         }
 
-
-def _check_hparams(
-    num_classes: int, mu: float, theta_low: float, theta_high: float, gamma: float, tau: float,
-    lambda_con: float, test_logits: str,
-) -> None:
-    if int(num_classes) != num_classes or num_classes < 2:
-        raise ValueError(f"gholm needs num_classes >= 2, got {num_classes!r}")
-    if mu <= 0:
-        raise ValueError(f"gholm mu (crop threshold factor) must be positive, got {mu!r}")
-    if not 0 <= theta_low <= theta_high:
-        raise ValueError(
-            f"gholm needs 0 <= theta_low <= theta_high (drop threshold range), got {theta_low!r}, {theta_high!r}"
-        )
-    if gamma < 0 or lambda_con < 0:
-        raise ValueError(f"gholm loss weights must be >= 0, got gamma={gamma!r}, lambda_con={lambda_con!r}")
-    if tau <= 0:
-        raise ValueError(f"gholm tau (SupCon temperature) must be positive, got {tau!r}")
-    if test_logits not in TEST_LOGIT_MODES:
-        raise ValueError(f"gholm test_logits must be one of {TEST_LOGIT_MODES}, got {test_logits!r}")

@@ -8,7 +8,7 @@ the earlier ones, so the image is resampled once, not once per scale).
 
 Project decisions (the paper is vague on these):
 
-* Box units: fractions of the image (see :mod:`fgmodels.zoom`). Each APN box
+* Box units: fractions of the image (see :mod:`fgmodels.layers.zoom`). Each APN box
   lives in the coordinates of the image it looks at; its half side lies in
   ``[min_tl_frac, 1] x`` the previous scale's half side (scale 1's "previous"
   is the whole image) and it never leaves that image. (A clamp
@@ -40,25 +40,48 @@ Project decisions (the paper is vague on these):
 * Test logits: sum over scales (``test_logits="sum"``) or one scale ("scale2").
 * APN input: the last feature map, adaptive-average-pooled to ``apn_grid`` x
   ``apn_grid`` (7; any input size works), flattened, FC(``apn_hidden`` = 512)
-  -> tanh -> FC(3); these two are constructor arguments, not searched knobs.
+  -> tanh -> FC(3); these two are constructor arguments (tests shrink them),
+  not config knobs.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fgmodels.backbones import create_backbone
+from fgmodels.knobs import Broken, KnobSet, knob
+from fgmodels.layers.display import to_unit_range
+from fgmodels.layers.zoom import FULL_IMAGE, boxcar_crop_and_zoom, compose_boxes, constrain_box, crop_and_zoom
 from fgmodels.methods.base import FGVCMethod, StepOutput
 from fgmodels.registry import register_method
-from fgmodels.zoom import FULL_IMAGE, boxcar_crop_and_zoom, compose_boxes, constrain_box, crop_and_zoom
 
 PRETRAIN_TL = 0.25  # half side of the pretraining box: a box half the image's side
 PHASES = ("pretrain", "cls", "apn")
+
+
+@dataclass
+class RACNNKnobs(KnobSet):
+    scales: int = knob(3, "number of scales (paper: 3)", ge=2, hint="for one scale use method 'baseline'")
+    margin: float = knob(0.05, "ranking-loss margin on the true-class probability (paper: 0.05)", ge=0)
+    crop_mode: str = knob("affine", "affine zoom, or the paper's soft boxcar mask before it", choices=("affine", "boxcar"))
+    boxcar_k: float = knob(10.0, "sharpness of the boxcar mask per pixel (paper: 10)", gt=0)
+    min_tl_frac: float = knob(1.0 / 3.0, "smallest half side as a fraction of the previous scale's (paper: 1/3)",
+                              gt=0, lt=1)
+    apn_lr_mult: float = knob(1.0, "lr multiplier of the attention proposal networks", gt=0)
+    alternation_period: int = knob(1, "epochs per cls / apn block of the alternation", ge=1)
+    apn_pretrain_epochs: int = knob(1, "epochs of APN pretraining on the feature peak", ge=0)
+    share_backbone: bool = knob(False, "one backbone for every scale instead of one per scale")
+    test_logits: str = knob("sum", "test rule: sum over scales, or one scale ('scale2')")
+
+    def broken_rules(self) -> Iterable[Broken]:
+        valid = ["sum"] + [f"scale{i + 1}" for i in range(self.scales)]
+        if self.test_logits not in valid:
+            yield Broken(("test_logits", "scales"), f"with scales={self.scales} test_logits must be one of {valid}, "
+                         f"got {self.test_logits!r}", f"use one of {valid} or change scales")
 
 
 def ranking_loss(
@@ -131,99 +154,32 @@ class ScalePass:
 @register_method
 class RACNN(FGVCMethod):
     name = "racnn"
+    Knobs = RACNNKnobs
+    hp: RACNNKnobs
     backbone_passes = 3  # per instance: the number of scales
     default_backbone = "resnet50"
-    hparams: dict[str, Any] = {
-        "scales": 3,
-        "margin": 0.05,
-        "crop_mode": "affine",
-        "boxcar_k": 10.0,
-        "min_tl_frac": 1.0 / 3.0,
-        "apn_lr_mult": 1.0,
-        "alternation_period": 1,  # epochs per cls / apn block
-        "apn_pretrain_epochs": 1,
-        "share_backbone": False,
-        "test_logits": "sum",
-    }
 
-    def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "resnet50",
-        pretrained: bool = False,
-        checkpoint_path: str | None = None,
-        drop_rate: float = 0.0,
-        scales: int = 3,
-        margin: float = 0.05,
-        crop_mode: str = "affine",
-        boxcar_k: float = 10.0,
-        min_tl_frac: float = 1.0 / 3.0,
-        apn_lr_mult: float = 1.0,
-        alternation_period: int = 1,
-        apn_pretrain_epochs: int = 1,
-        share_backbone: bool = False,
-        test_logits: str = "sum",
-        apn_grid: int = 7,
-        apn_hidden: int = 512,
-    ) -> None:
-        super().__init__()
-        self._validate(scales, margin, crop_mode, boxcar_k, min_tl_frac, apn_lr_mult,
-                       alternation_period, apn_pretrain_epochs, test_logits)
-        self.scales = int(scales)
-        self.backbone_passes = self.scales
-        self.margin = float(margin)
-        self.crop_mode = crop_mode
-        self.boxcar_k = float(boxcar_k)
-        self.min_tl_frac = float(min_tl_frac)
-        self.apn_lr_mult = float(apn_lr_mult)
-        self.alternation_period = int(alternation_period)
-        self.apn_pretrain_epochs = int(apn_pretrain_epochs)
-        self.test_logits = test_logits
-        n_backbones = 1 if share_backbone else self.scales
-        self.backbones = nn.ModuleList(
-            create_backbone(backbone, pretrained, checkpoint_path) for _ in range(n_backbones)
-        )
+    def __init__(self, num_classes: int, apn_grid: int = 7, apn_hidden: int = 512, **cfg: Any) -> None:
+        super().__init__(num_classes, **cfg)
+        hp = self.hp
+        self.backbone_passes = hp.scales
+        n_backbones = 1 if hp.share_backbone else hp.scales
+        self.backbones = nn.ModuleList(self.new_backbone() for _ in range(n_backbones))
         first = self.backbones[0]
         head_dim = int(getattr(first, "head_hidden_size", None) or first.num_features)
         info = getattr(first, "feature_info", None)
         channels = int(info[-1]["num_chs"]) if info else int(first.num_features)
-        self.dropout = nn.Dropout(drop_rate)
-        self.heads = nn.ModuleList(nn.Linear(head_dim, num_classes) for _ in range(self.scales))
-        self.apns = nn.ModuleList(APN(channels, apn_grid, apn_hidden) for _ in range(self.scales - 1))
+        self.heads = nn.ModuleList(self.new_classifier(head_dim) for _ in range(hp.scales))
+        self.apns = nn.ModuleList(APN(channels, apn_grid, apn_hidden) for _ in range(hp.scales - 1))
         self.epoch = 0
         self.phase = self.phase_for_epoch(0)
-
-    @staticmethod
-    def _validate(scales: int, margin: float, crop_mode: str, boxcar_k: float, min_tl_frac: float,
-                  apn_lr_mult: float, alternation_period: int, apn_pretrain_epochs: int,
-                  test_logits: str) -> None:
-        if int(scales) != scales or scales < 2:
-            raise ValueError(f"racnn scales must be an integer >= 2 (paper: 3), got {scales!r}; "
-                             f"for one scale use method 'baseline'")
-        if margin < 0:
-            raise ValueError(f"racnn margin must be >= 0 (paper: 0.05), got {margin}")
-        if crop_mode not in ("affine", "boxcar"):
-            raise ValueError(f"racnn crop_mode must be 'affine' or 'boxcar', got {crop_mode!r}")
-        if boxcar_k <= 0:
-            raise ValueError(f"racnn boxcar_k must be positive (paper: 10), got {boxcar_k}")
-        if not 0.0 < min_tl_frac < 1.0:
-            raise ValueError(f"racnn min_tl_frac must lie in (0, 1) (paper: 1/3), got {min_tl_frac}")
-        if apn_lr_mult <= 0:
-            raise ValueError(f"racnn apn_lr_mult must be positive, got {apn_lr_mult}")
-        if int(alternation_period) != alternation_period or alternation_period < 1:
-            raise ValueError(f"racnn alternation_period is a number of epochs >= 1, got {alternation_period!r}")
-        if int(apn_pretrain_epochs) != apn_pretrain_epochs or apn_pretrain_epochs < 0:
-            raise ValueError(f"racnn apn_pretrain_epochs must be an integer >= 0, got {apn_pretrain_epochs!r}")
-        valid = ["sum"] + [f"scale{i + 1}" for i in range(int(scales))]
-        if test_logits not in valid:
-            raise ValueError(f"racnn test_logits must be one of {valid}, got {test_logits!r}")
 
     # ------------------------------------------------------------------ phases
     def phase_for_epoch(self, epoch: int) -> str:
         """"pretrain" for the first ``apn_pretrain_epochs``, then cls/apn blocks of ``alternation_period``."""
-        if epoch < self.apn_pretrain_epochs:
+        if epoch < self.hp.apn_pretrain_epochs:
             return "pretrain"
-        block = (epoch - self.apn_pretrain_epochs) // self.alternation_period
+        block = (epoch - self.hp.apn_pretrain_epochs) // self.hp.alternation_period
         return "cls" if block % 2 == 0 else "apn"
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -241,8 +197,8 @@ class RACNN(FGVCMethod):
         return self.backbones[0 if len(self.backbones) == 1 else scale]
 
     def _crop(self, images: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-        if self.crop_mode == "boxcar":
-            return boxcar_crop_and_zoom(images, box, self.boxcar_k)
+        if self.hp.crop_mode == "boxcar":
+            return boxcar_crop_and_zoom(images, box, self.hp.boxcar_k)
         return crop_and_zoom(images, box)
 
     def forward_scales(
@@ -257,7 +213,7 @@ class RACNN(FGVCMethod):
         box_abs = torch.stack([images.new_full((images.shape[0],), v, dtype=dtype) for v in FULL_IMAGE], dim=1)
         x = images
         out = ScalePass([], [], [], [], [])
-        for s in range(self.scales if last_scale else self.scales - 1):
+        for s in range(self.hp.scales if last_scale else self.hp.scales - 1):
             bb, head = self._backbone(s), self.heads[s]
             if not backbone_grad or (train_apn and s == 0):
                 ctx = torch.no_grad()  # nothing upstream needs a gradient
@@ -271,10 +227,10 @@ class RACNN(FGVCMethod):
             out.inputs.append(x)
             out.feats.append(feat)
             out.logits.append(logits)
-            if s == self.scales - 1:
+            if s == self.hp.scales - 1:
                 break
             raw = self.apns[s](feat if train_apn else feat.detach()).to(dtype)
-            box = constrain_box(raw, self.min_tl_frac)
+            box = constrain_box(raw, self.hp.min_tl_frac)
             box_abs = compose_boxes(box_abs, box if train_apn else box.detach())
             out.boxes.append(box)
             out.abs_boxes.append(box_abs)
@@ -284,7 +240,7 @@ class RACNN(FGVCMethod):
         return out
 
     def _pretrain_loss(self, sp: ScalePass) -> torch.Tensor:
-        tl = max(PRETRAIN_TL, 0.5 * self.min_tl_frac)
+        tl = max(PRETRAIN_TL, 0.5 * self.hp.min_tl_frac)
         losses = []
         for feat, box in zip(sp.feats, sp.boxes):
             target = peak_box_targets(feat, tl).to(box.dtype)
@@ -299,7 +255,7 @@ class RACNN(FGVCMethod):
         sp = self.forward_scales(images, self.phase)
         ce = [F.cross_entropy(lg, labels) for lg in sp.logits]
         rank = torch.stack([
-            ranking_loss(sp.logits[s], sp.logits[s + 1], labels, self.margin) for s in range(self.scales - 1)
+            ranking_loss(sp.logits[s], sp.logits[s + 1], labels, self.hp.margin) for s in range(self.hp.scales - 1)
         ]).sum()
         branch = {f"ce{s + 1}": c.detach() for s, c in enumerate(ce)}
         branch["rank"] = rank.detach()
@@ -316,9 +272,9 @@ class RACNN(FGVCMethod):
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.forward_scales(images, "cls").logits
-        if self.test_logits == "sum":
+        if self.hp.test_logits == "sum":
             return torch.stack(logits).sum(dim=0)
-        return logits[int(self.test_logits[len("scale"):]) - 1]
+        return logits[int(self.hp.test_logits[len("scale"):]) - 1]
 
     @torch.no_grad()
     def visualize(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -326,9 +282,7 @@ class RACNN(FGVCMethod):
         sp = self.forward_scales(images, "cls")
         shown = {}
         for s, x in enumerate(sp.inputs[1:], start=2):
-            lo = x.amin(dim=(1, 2, 3), keepdim=True)
-            hi = x.amax(dim=(1, 2, 3), keepdim=True)
-            shown[f"scale{s}"] = ((x - lo) / (hi - lo).clamp_min(1e-8)).float()
+            shown[f"scale{s}"] = to_unit_range(x.float())
         return shown
 
     # -------------------------------------------------------------- optimiser
@@ -347,8 +301,8 @@ class RACNN(FGVCMethod):
             group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decay else 0.0}
             if is_apn:
                 if lr is None:
-                    group["lr_scale"] = self.apn_lr_mult
+                    group["lr_scale"] = self.hp.apn_lr_mult
                 else:
-                    group["lr"] = lr * self.apn_lr_mult
+                    group["lr"] = lr * self.hp.apn_lr_mult
             groups.append(group)
         return groups

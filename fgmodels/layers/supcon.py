@@ -1,4 +1,4 @@
-"""Loss functions shared by the methods (a module of plain functions)."""
+"""Supervised contrastive loss (Khosla et al., 2020): pulls views and images of a class together."""
 from __future__ import annotations
 
 import torch

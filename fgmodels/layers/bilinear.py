@@ -92,14 +92,15 @@ class BilinearHead(nn.Module):
         m: int = 256,
         fusion: str = "1x1_1x3_3x1",
         eps: float = 1e-6,
-        drop_rate: float = 0.0,
+        dropout: nn.Module | None = None,
     ) -> None:
+        """``dropout`` is applied before ``fc`` (a method passes its own; None: no dropout)."""
         super().__init__()
         if eps <= 0:
             raise ValueError(f"eps must be > 0 (e.g. 1e-6), got {eps!r}")
         self.kernels = FusionKernels(in_channels, n, m, fusion)
         self.eps = float(eps)
-        self.dropout = nn.Dropout(drop_rate)
+        self.dropout = dropout if dropout is not None else nn.Identity()
         self.fc = nn.Linear(n * m, num_classes)
         self.feature_dim = n * m
 
