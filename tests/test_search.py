@@ -394,10 +394,10 @@ def test_dashboard_is_off_by_default_and_localhost_when_asked(monkeypatch: pytes
         import aiohttp  # noqa: F401
     except ImportError:  # ray[tune] only: asking for it is refused with the fix
         with pytest.raises(OptionError, match=r"ray\[default\]"):
-            resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere", "dashboard": "127.0.0.1"},
+            resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere", "dashboard_host": "127.0.0.1"},
                          space, gpus=0, cpus=2)
         return
-    plan, _ = resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere", "dashboard": "127.0.0.1"},
+    plan, _ = resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere", "dashboard_host": "127.0.0.1"},
                            space, gpus=0, cpus=2)
     tuner.init_ray(plan)
     assert seen["include_dashboard"] is True and seen["dashboard_host"] == "127.0.0.1"
