@@ -148,4 +148,4 @@ def build_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentP
 def ignored_on_resume(args: argparse.Namespace) -> list[str]:
     """The options given with --resume that the saved plan overrules."""
     return [flag_of(o) for o in all_options()
-            if o.resume == IGNORED and getattr(args, o.dest, None) not in (None, [], False)]
+            if o.resume == IGNORED and getattr(args, o.dest, None) is not None and getattr(args, o.dest) != []]
