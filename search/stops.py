@@ -39,10 +39,10 @@ class RecordingScheduler(TrialScheduler):
         self.last_epoch = last_epoch
         self.experiment_path = experiment_path  # used when a trial does not say where its experiment is
         self._stops: dict[str, dict[str, Any]] = {}
-        self._merged = False  # stops written by an earlier run of this search read in?
+        self._merged = False  # stops written by an earlier run of this search read in (once per process)?
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_merged": False}  # a restored copy re-reads the file before writing
+        return {**self.__dict__, "_merged": False}  # a restored copy re-reads the file first
 
     def __getattr__(self, name: str) -> Any:  # anything else a caller asks of the real scheduler
         if name.startswith("__") or name in ("inner", "_stops", "_merged"):
@@ -52,18 +52,19 @@ class RecordingScheduler(TrialScheduler):
     # ---------------------------------------------------------- the decision that is recorded
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = self.inner.on_trial_result(tune_controller, trial, result)
-        epoch = result.get(TIME_ATTR)
-        if decision == TrialScheduler.STOP and epoch is not None and int(epoch) < self.last_epoch:
-            self._record(trial, int(epoch))
-        return decision
-
-    def _record(self, trial: Any, epoch: int) -> None:
         fs, experiment = _where(trial, self.experiment_path)
-        if not self._merged:
+        if not self._merged:  # once per process: what earlier runs of this search decided
             self._stops = {**_read(fs, f"{experiment}/{STOPS_FILE}"), **self._stops}
             self._merged = True
-        self._stops[str(trial.trial_id)] = {"epoch": epoch, "scheduler": self.name}
-        storage.write_text_atomic(fs, f"{experiment}/{STOPS_FILE}", json.dumps(self._stops, indent=1, sort_keys=True))
+        if str(trial.trial_id) in self._stops:
+            # Stopped before an interruption that came before Ray saved the trial as ended:
+            # the written decision stands, so the record and the trial agree.
+            return TrialScheduler.STOP
+        epoch = result.get(TIME_ATTR)
+        if decision == TrialScheduler.STOP and epoch is not None and int(epoch) < self.last_epoch:
+            self._stops[str(trial.trial_id)] = {"epoch": int(epoch), "scheduler": self.name}
+            storage.write_text_atomic(fs, f"{experiment}/{STOPS_FILE}", json.dumps(self._stops, indent=1, sort_keys=True))
+        return decision
 
     # ---------------------------------------------------------- plain delegation
     @property

@@ -133,25 +133,33 @@ def test_built_scheduler_maximises_val_acc_over_epochs_and_stops_the_worse_trial
     assert sampler._rng.rng.bytes(8) == type(sampler)(seed=plan.seed)._rng.rng.bytes(8)
 
 
-class StopAll:
-    """A scheduler that stops every trial at once."""
+class Fixed:
+    """A scheduler that always makes the same decision."""
 
     metric = "val_acc"
 
+    def __init__(self, decision: str) -> None:
+        self.decision = decision
+
     def on_trial_result(self, *args: object) -> str:
-        return "STOP"
+        return self.decision
 
 
 def test_stop_records_survive_a_restored_scheduler(tmp_path: Path) -> None:
     """--resume unpickles the scheduler Ray saved when the search began: its
-    new decisions are added to the file, never replace it."""
+    new decisions are added to the file, never replace it, and a trial the
+    file says was stopped stays stopped if it comes back."""
     from search.stops import STOPS_FILE, RecordingScheduler, load_stop_decisions
 
     exp = str(tmp_path / "exp")
-    first = RecordingScheduler(StopAll(), "asha", last_epoch=5, experiment_path=exp)
+    first = RecordingScheduler(Fixed("STOP"), "asha", last_epoch=5, experiment_path=exp)
     pickled = pickle.dumps(first)  # as Ray saves it at the start of the search
     first.on_trial_result(None, SimpleNamespace(trial_id="a"), {"epoch": 2})
     restored = pickle.loads(pickled)
+    restored.inner.decision = "CONTINUE"
+    assert restored.on_trial_result(None, SimpleNamespace(trial_id="a"), {"epoch": 3}) == "STOP"
+    assert restored.on_trial_result(None, SimpleNamespace(trial_id="c"), {"epoch": 3}) == "CONTINUE"
+    restored.inner.decision = "STOP"
     restored.on_trial_result(None, SimpleNamespace(trial_id="b"), {"epoch": 3})
     assert load_stop_decisions(exp) == {"a": {"epoch": 2, "scheduler": "asha"}, "b": {"epoch": 3, "scheduler": "asha"}}
     assert [p.name for p in Path(exp).iterdir()] == [STOPS_FILE]  # no temporary file left
