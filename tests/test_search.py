@@ -208,11 +208,11 @@ def _nontrivial_png(path: Path) -> None:
     assert img.std() > 5, f"{path} is blank"
 
 
-def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path) -> None:
+def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path, fault_injection: object) -> None:
     from fgmodels.config import resolve_config
     from fgmodels.data import build_datasets, load_raw
     from fgmodels.train import main as train_main
-    from search.wandb_offline import read_runs
+    from tests.wandb_offline import read_runs
 
     storage, name, samples, max_epochs = tmp_path / "res", "e2e", 6, 4
     exp = storage / name
