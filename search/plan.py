@@ -1,62 +1,103 @@
 """The search plan: every CLI option resolved to a value and validated before
 Ray starts, so a bad option costs a second and names its fix.
 
-Defaults depend on the machine: with the bundled synthetic data and no GPU the
-plan is a small but real CPU search (the space's ``smoke`` section, few
-batches per epoch, 8 trials, ASHA over 6 epochs); otherwise a GPU-sized one.
+Each option is declared once, as a field of :class:`SearchPlan` with its
+:class:`search.options.Option` (help, defaults, rule, what ``--resume`` does
+with it, the printout line that shows it). Defaults depend on the machine:
+with the bundled synthetic data and no GPU the plan is a small but real CPU
+search (the "CPU demo": the space's ``smoke`` section, few batches per epoch,
+a handful of trials); otherwise a GPU-sized one.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from search.spaces import SearchSpace, SpaceError
+from search.objective import METRIC, MODE, TIME_ATTR  # noqa: F401  (read from here by records and callbacks)
+from search.options import (ABOVE_ONE, LOCATES, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, REPLACES,
+                            OptionError, flag_of, one_of, option, plan_options)
+from search.schedulers import SCHEDULERS
+from search.searchers import SEARCHERS
+
+if TYPE_CHECKING:
+    from search.spaces import SearchSpace
+
+__all__ = ["PLAN_FILE", "METRIC", "MODE", "TIME_ATTR", "OptionError", "SearchPlan", "resolve_plan", "apply_plan",
+           "describe_plan"]
 
 PLAN_FILE = "search_plan.json"
-METRIC, MODE, TIME_ATTR = "val_acc", "max", "epoch"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DATASETS = ("synthetic", "cub", "aircraft", "cars", "dogs", "imagefolder")
-
-# The CPU default (synthetic data, no GPU): a real search that ends in minutes
-# on 2 cores. SGD from scratch on a tiny backbone stays at chance for a few
-# dozen steps, every trial ties and ASHA has nothing to rank, so the CPU demo
-# trains with AdamW; the plan printout says so.
-CPU_DEFAULTS = {"num_samples": 8, "max_epochs": 12, "grace_period": 1, "reduction_factor": 2.0,
-                "max_concurrent": 2, "cpus_per_trial": 1.0}
-CPU_OVERRIDES: dict[str, Any] = {"device": "cpu", "max_train_batches": 15, "opt": "adamw"}
+WANDB_MODES = ("online", "offline", "off")
+DEFAULT_STORAGE = "results"
 DEFAULT_MAX_FAILURES = 3  # a preempted/crashed node costs a trial at most one epoch, 3 times
-GPU_DEFAULTS = {"num_samples": 32, "reduction_factor": 3.0}
-
-
-class OptionError(ValueError):
-    """A CLI option that cannot work; the message names the option and a fix."""
+# SGD from scratch on a tiny backbone stays at chance for a few dozen steps, every
+# trial ties and the scheduler has nothing to rank, so the CPU demo trains with
+# AdamW on few batches per epoch; the plan printout says so.
+CPU_OVERRIDES: dict[str, Any] = {"device": "cpu", "max_train_batches": 15, "opt": "adamw"}
 
 
 @dataclass
 class SearchPlan:
-    space: str
-    name: str
-    storage: str  # absolute local folder or a URI (s3://, gs://, ...)
-    data: str = "synthetic"
-    data_root: str | None = None
-    num_samples: int = 8
-    max_epochs: int = 6
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
-    seed: int = 0
-    wandb: str = "offline"
-    smoke: bool = True
-    address: str | None = None
-    dashboard_host: str | None = None  # None: no local dashboard; else the interface it binds to
-    max_failures: int = DEFAULT_MAX_FAILURES  # retries of a trial whose process or node died (or that raised), from its last checkpoint
+    space: str = option("a space name in spaces/ (gholm, fgvc, ...), a YAML path, or A,B for a union",
+                        section="search")
+    name: str = option("search name = folder under --storage", found="<space>-<date>-<time>", resume=LOCATES,
+                       section="storage")
+    storage: str = option("results root: a local folder or a URI such as s3://bucket/path", demo=DEFAULT_STORAGE,
+                          resume=LOCATES, section="storage")  # resolved: an absolute local folder or a URI
+    data: str = option(" | ".join(DATASETS), demo="synthetic", section="data")
+    data_root: str | None = option("dataset folder (cache folder for synthetic)", section="data")
+    searcher: str = option("how trial configurations are proposed", demo="tpe", rule=one_of(tuple(SEARCHERS)),
+                           cli={"choices": tuple(SEARCHERS)}, section="searcher")
+    scheduler: str = option("which trials stop early", demo="asha", rule=one_of(tuple(SCHEDULERS)),
+                            cli={"choices": tuple(SCHEDULERS)}, section="scheduler")
+    num_samples: int = option("trials to run", demo=8, full=32, rule=POSITIVE_INT, fix="e.g. --num-samples 16",
+                              section="search")
+    max_epochs: int = option("epochs of a trial that the scheduler never stops", demo=12, full=None,
+                             found="the space's epochs", rule=POSITIVE_INT, fix="e.g. --max-epochs 30",
+                             section="scheduler")
+    grace_period: int = option("epochs before ASHA may stop a trial", demo=1, full=None,
+                               found="a tenth of --max-epochs, at least 1", rule=POSITIVE_INT,
+                               fix="a number of epochs between 1 and --max-epochs ({max_epochs})", section="scheduler")
+    reduction_factor: float = option("ASHA keeps 1/this of the trials at each rung", demo=2.0, full=3.0,
+                                     rule=ABOVE_ONE, fix="e.g. --reduction-factor 2 (keep the best half)",
+                                     section="scheduler")
+    cpus_per_trial: float = option("CPUs per trial", demo=1.0, full=None, found="4, or this machine's CPUs if fewer",
+                                   rule=POSITIVE, fix="e.g. --cpus-per-trial 1", section="resources")
+    gpus_per_trial: float = option("GPUs per trial, fractions share a GPU", demo=0.0, full=None,
+                                   found="1 if a GPU is visible here or --address joins a cluster, else 0",
+                                   rule=NON_NEGATIVE, fix="0 for CPU, 0.5 to share a GPU, 1 for one each",
+                                   section="resources")
+    max_concurrent: int | None = option("trials at once", demo=2, full=None, found="as many as resources allow",
+                                        rule=POSITIVE_INT,
+                                        fix="e.g. --max-concurrent 2, or leave it out to fill the resources",
+                                        section="resources")
+    seed: int = option("seed of the searcher and of every trial's training", demo=0, rule=NON_NEGATIVE_INT,
+                       fix="e.g. --seed 0", section="searcher")
+    wandb: str = option("W&B logging", found="online if logged in, else offline", rule=one_of(WANDB_MODES),
+                        fix="--wandb offline, or --wandb off", cli={"choices": WANDB_MODES}, section="wandb")
+    smoke: bool = option("apply the space's smoke section", demo=True, full=False,
+                         cli={"action": argparse.BooleanOptionalAction}, section="data")
+    address: str | None = option("join an existing Ray cluster (ray.init(address=...)) instead of a private local one",
+                                 resume=REPLACES, section="resources")
+    dashboard_host: str | None = option(
+        "start Ray's dashboard for the local Ray, bound to localhost (or to HOST if given); needs ray[default]",
+        flag="--dashboard", found="off", cli={"nargs": "?", "const": "127.0.0.1", "metavar": "HOST"},
+        section="resources")
+    max_failures: int = option("restarts of a trial whose worker or node dies (or that raises), each from its last "
+                               "checkpoint; a config or data error before the first epoch is not retried",
+                               demo=DEFAULT_MAX_FAILURES, rule=NON_NEGATIVE_INT,
+                               fix=f"e.g. --max-failures {DEFAULT_MAX_FAILURES} (0: a crashed trial is not retried)",
+                               section="failures")
+    plugins: list[str] = option("a Python file or module that registers methods, imported by the driver and by "
+                                "every trial (repeatable)", flag="--plugin", section="plugins",
+                                cli={"action": "append", "metavar": "PATH_OR_MODULE"})
     demo_overrides: dict[str, Any] = field(default_factory=dict)  # CPU demo keys, skipped where a method lacks them
     overrides: dict[str, Any] = field(default_factory=dict)  # data, epochs, seed, then --set: fixed for all trials
     created: float = field(default_factory=time.time)
@@ -73,7 +114,7 @@ class SearchPlan:
     def local_dir(self) -> Path:
         """Where the artefacts (leaderboard, plots, W&B files) are written: the
         experiment folder itself, or ./results/<name> when storage is remote."""
-        return Path(self.experiment_path) if not self.is_remote else Path("results").resolve() / self.name
+        return Path(self.experiment_path) if not self.is_remote else Path(DEFAULT_STORAGE).resolve() / self.name
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -81,8 +122,14 @@ class SearchPlan:
     @classmethod
     def from_json(cls, text: str) -> "SearchPlan":
         data = json.loads(text)
-        known = set(cls.__dataclass_fields__)
+        known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def storage_root(storage: str | None) -> str:
+    """--storage as saved in a plan: a URI as given, a local folder made absolute."""
+    root = storage or DEFAULT_STORAGE
+    return root if "://" in root else str(Path(root).expanduser().resolve())
 
 
 # ---------------------------------------------------------------- environment
@@ -95,128 +142,121 @@ def gpu_count() -> int:
         return 0
 
 
-def _positive_int(value: Any, option: str, fix: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise OptionError(f"{option} must be a positive integer, got {value!r}. Fix: {fix}")
-    return value
-
-
 # ---------------------------------------------------------------- resolution
 def resolve_plan(opts: dict[str, Any], space: SearchSpace, gpus: int | None = None,
                  cpus: int | None = None) -> tuple[SearchPlan, SearchSpace]:
-    """CLI options (None = default) -> validated plan and the space with every
-    override applied (smoke, CPU demo, data, epochs, seed, --set)."""
+    """CLI options by plan field name (None = default; ``overrides``: the --set
+    keys) -> validated plan and the space with every override applied (smoke,
+    CPU demo, data, epochs, seed, --set)."""
     gpus = gpu_count() if gpus is None else gpus
     cpus = (os.cpu_count() or 1) if cpus is None else cpus
-    data = opts.get("data") or "synthetic"
+    declared = {o.dest: o for o in plan_options()}
+    data, data_root = _resolve_data(opts.get("data") or declared["data"].demo, opts.get("data_root"))
+    cpu_demo = data == "synthetic" and gpus == 0
+    address = opts.get("address") or None
+    v = {name: opts[name] if opts.get(name) is not None else o.default_for(cpu_demo) for name, o in declared.items()}
+    v.update(data=data, data_root=data_root, address=address, plugins=list(v["plugins"] or []))
+
+    def check(name: str) -> Any:
+        o = declared[name]
+        if v[name] is not None and o.rule is not None:
+            v[name] = o.rule.check(flag_of(o), v[name], o.fix.format(**v))
+        return v[name]
+
+    if v["max_epochs"] is None:
+        from search.spaces import SpaceError
+
+        try:
+            v["max_epochs"] = int(space.fixed_value("epochs"))
+        except SpaceError as err:
+            raise OptionError(f"--max-epochs is needed: {err}. Fix: pass --max-epochs N") from None
+    check("max_epochs")
+    if v["grace_period"] is None:
+        v["grace_period"] = max(1, v["max_epochs"] // 10)
+    if v["gpus_per_trial"] is None:  # a cluster's CPU-only head says nothing about its GPU workers
+        v["gpus_per_trial"] = 1.0 if gpus or address else 0.0
+    if v["cpus_per_trial"] is None:
+        v["cpus_per_trial"] = float(min(4, cpus))
+    if v["wandb"] is None:
+        from search.callbacks import default_wandb_mode
+
+        v["wandb"] = default_wandb_mode()
+    if v["name"] is None:
+        v["name"] = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', space.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for name in declared:
+        check(name)
+    _check_cross_rules(v, gpus, cpus)
+    v["storage"] = _resolve_storage(v["storage"])
+    if v["dashboard_host"] is not None:
+        _check_dashboard(address)
+    overrides: dict[str, Any] = {"data": data, "epochs": v["max_epochs"], "seed": v["seed"]}
+    if data_root is not None:
+        overrides["data_root"] = data_root
+    overrides.update(opts.get("overrides") or {})
+    demo = dict(CPU_OVERRIDES) if cpu_demo and v["smoke"] else {}
+    plan = SearchPlan(**v, demo_overrides=demo, overrides=overrides)
+    return plan, apply_plan(plan, space)
+
+
+def _resolve_data(data: str, data_root: str | None) -> tuple[str, str | None]:
     if data not in DATASETS:
         raise OptionError(f"--data {data!r} is not a known dataset. Fix: use one of {list(DATASETS)}")
-    data_root = opts.get("data_root")
     if data != "synthetic":
         if not data_root:
             raise OptionError(f"--data {data} needs --data-root PATH (the dataset folder). Fix: add --data-root /path/to/{data}")
         if not Path(data_root).expanduser().is_dir():
             raise OptionError(f"--data-root {data_root!r} is not a folder. Fix: point it at the extracted {data} dataset")
-        data_root = str(Path(data_root).expanduser().resolve())
-    elif data_root is not None:
-        data_root = str(Path(data_root).expanduser().resolve())  # cache folder for the synthetic set
-    cpu_demo = data == "synthetic" and gpus == 0
-    smoke = cpu_demo if opts.get("smoke") is None else bool(opts["smoke"])
-    defaults = dict(CPU_DEFAULTS) if cpu_demo else dict(GPU_DEFAULTS)
+    # for synthetic data --data-root is the cache folder of the generated set
+    return data, str(Path(data_root).expanduser().resolve()) if data_root is not None else None
 
-    def pick(key: str, fallback: Any = None) -> Any:
-        value = opts.get(key)
-        return value if value is not None else defaults.get(key, fallback)
 
-    num_samples = _positive_int(pick("num_samples"), "--num-samples", "e.g. --num-samples 16")
-    max_epochs = pick("max_epochs")
-    if max_epochs is None:
-        try:
-            max_epochs = int(space.fixed_value("epochs"))
-        except SpaceError as err:
-            raise OptionError(f"--max-epochs is needed: {err}. Fix: pass --max-epochs N") from None
-    max_epochs = _positive_int(max_epochs, "--max-epochs", "e.g. --max-epochs 30")
-    grace = pick("grace_period")
-    grace = max(1, max_epochs // 10) if grace is None else grace
-    grace = _positive_int(grace, "--grace-period", f"a number of epochs between 1 and --max-epochs ({max_epochs})")
+def _check_cross_rules(v: dict[str, Any], gpus: int, cpus: int) -> None:
+    """The rules that tie several options (or an option and this machine) together."""
+    grace, max_epochs, gpt, cpt = v["grace_period"], v["max_epochs"], v["gpus_per_trial"], v["cpus_per_trial"]
     if grace > max_epochs:
         raise OptionError(f"--grace-period {grace} exceeds --max-epochs {max_epochs}. Fix: use a grace period <= {max_epochs}")
-    rf = float(pick("reduction_factor"))
-    if not rf > 1:
-        raise OptionError(f"--reduction-factor must be > 1, got {rf!r}. Fix: e.g. --reduction-factor 2 (keep the best half)")
-    # On a cluster the driver's machine (a CPU-only head) says nothing about the workers:
-    # a real dataset there means GPU trials unless --gpus-per-trial says otherwise.
-    gpt = pick("gpus_per_trial", 1.0 if gpus or (opts.get("address") and not cpu_demo) else 0.0)
-    gpt = float(gpt)
-    if gpt < 0:
-        raise OptionError(f"--gpus-per-trial must be >= 0, got {gpt!r}. Fix: 0 for CPU, 0.5 to share a GPU, 1 for one each")
     if gpt > 1 and gpt != int(gpt):
         raise OptionError(f"--gpus-per-trial {gpt} above 1 must be whole. Fix: use 1, 2, ... or a fraction below 1")
-    if not opts.get("address"):
+    if not v["address"]:
         if gpt > 0 and gpus == 0:
             raise OptionError(f"--gpus-per-trial {gpt} but no GPU is visible here. Fix: --gpus-per-trial 0, or --address of a GPU cluster")
         if gpt > gpus:
             raise OptionError(f"--gpus-per-trial {gpt} but only {gpus} GPU(s) are visible. Fix: --gpus-per-trial <= {gpus}")
-    cpt = float(pick("cpus_per_trial", min(4, cpus)))
-    if cpt <= 0:
-        raise OptionError(f"--cpus-per-trial must be > 0, got {cpt!r}. Fix: e.g. --cpus-per-trial 1")
-    if not opts.get("address") and cpt > cpus:
-        raise OptionError(f"--cpus-per-trial {cpt:g} but this machine has {cpus} CPU(s): no trial could start. "
-                          f"Fix: --cpus-per-trial <= {cpus}")
-    max_failures = opts.get("max_failures")
-    max_failures = DEFAULT_MAX_FAILURES if max_failures is None else max_failures
-    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
-        raise OptionError(f"--max-failures must be a non-negative integer, got {max_failures!r}. "
-                          f"Fix: e.g. --max-failures {DEFAULT_MAX_FAILURES} (0: a crashed trial is not retried)")
-    max_conc = pick("max_concurrent")
-    if max_conc is not None:
-        max_conc = _positive_int(max_conc, "--max-concurrent", "e.g. --max-concurrent 2, or leave it out to fill the resources")
-    seed = opts.get("seed")
-    seed = 0 if seed is None else seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise OptionError(f"--seed must be a non-negative integer, got {seed!r}. Fix: e.g. --seed 0")
-    wandb_mode = opts.get("wandb")
-    if wandb_mode is None:
-        from search.callbacks import default_wandb_mode
+        if cpt > cpus:
+            raise OptionError(f"--cpus-per-trial {cpt:g} but this machine has {cpus} CPU(s): no trial could start. "
+                              f"Fix: --cpus-per-trial <= {cpus}")
+    if not NAME_RE.match(v["name"]):
+        raise OptionError(f"--name {v['name']!r} must be letters, digits, '_', '.' or '-' (no '/'). Fix: e.g. --name gholm-cub-1")
 
-        wandb_mode = default_wandb_mode()
-    if wandb_mode not in ("online", "offline", "off"):
-        raise OptionError(f"--wandb must be online, offline or off, got {wandb_mode!r}")
-    name = opts.get("name") or f"{re.sub(r'[^A-Za-z0-9_.-]', '_', space.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if not NAME_RE.match(name):
-        raise OptionError(f"--name {name!r} must be letters, digits, '_', '.' or '-' (no '/'). Fix: e.g. --name gholm-cub-1")
-    storage = opts.get("storage") or "results"
-    if "://" not in storage:
-        storage = str(Path(storage).expanduser().resolve())
-        if Path(storage).exists() and not Path(storage).is_dir():
-            raise OptionError(f"--storage {storage} is a file, not a folder. Fix: give a folder or a URI such as s3://bucket/searches")
 
-    dashboard_host = opts.get("dashboard")
-    if dashboard_host is not None:
-        if opts.get("address"):
-            raise OptionError("--dashboard starts the dashboard of a private local Ray; a cluster has its own. "
-                              "Fix: drop --dashboard and use `ray dashboard cluster.yaml` (see README)")
-        try:
-            import aiohttp  # noqa: F401  (the dashboard's server; only in ray[default])
-        except ImportError:
-            raise OptionError("--dashboard needs Ray's dashboard, which ray[tune] alone does not install. "
-                              "Fix: pip install 'ray[default]==2.60.0', or leave out --dashboard") from None
+def _resolve_storage(storage: str) -> str:
+    """Absolute local folder (proved creatable by a probe that leaves nothing behind) or a URI."""
+    from search.storage import probe_local_folder
 
-    demo = dict(CPU_OVERRIDES) if cpu_demo and smoke else {}
-    overrides: dict[str, Any] = {"data": data, "epochs": max_epochs, "seed": seed}
-    if data_root is not None:
-        overrides["data_root"] = data_root
-    overrides.update(opts.get("overrides") or {})
-    plan = SearchPlan(space=str(opts["space"]), name=name, storage=storage, data=data, data_root=data_root,
-                      num_samples=num_samples, max_epochs=max_epochs, grace_period=grace, reduction_factor=rf,
-                      cpus_per_trial=cpt, gpus_per_trial=gpt, max_concurrent=max_conc, seed=seed, wandb=wandb_mode,
-                      smoke=smoke, address=opts.get("address") or None, dashboard_host=dashboard_host, max_failures=max_failures, demo_overrides=demo,
-                      overrides=overrides)
-    return plan, apply_plan(plan, space)
+    root = storage_root(storage)
+    if "://" not in root:
+        problem = probe_local_folder(root)
+        if problem:
+            raise OptionError(f"cannot create the results folder {root} (--storage): {problem}. Fix: give --storage "
+                              f"a folder you can write to, e.g. --storage ./results, or a URI such as s3://bucket/searches")
+    return root
+
+
+def _check_dashboard(address: str | None) -> None:
+    if address:
+        raise OptionError("--dashboard starts the dashboard of a private local Ray; a cluster has its own. "
+                          "Fix: drop --dashboard and use `ray dashboard cluster.yaml` (see README)")
+    try:
+        import aiohttp  # noqa: F401  (the dashboard's server; only in ray[default])
+    except ImportError:
+        raise OptionError("--dashboard needs Ray's dashboard, which ray[tune] alone does not install. "
+                          "Fix: pip install 'ray[default]==2.60.0', or leave out --dashboard") from None
 
 
 def apply_plan(plan: SearchPlan, space: SearchSpace) -> SearchSpace:
     """The space every trial samples from: smoke section, then the plan's fixed keys."""
+    from search.spaces import SpaceError
+
     try:
         space = space.smoke() if plan.smoke else space
         space = space.apply_overrides(_applicable(plan.demo_overrides, space), "CPU demo defaults")
@@ -226,7 +266,7 @@ def apply_plan(plan: SearchPlan, space: SearchSpace) -> SearchSpace:
     epochs = plan.overrides.get("epochs", plan.max_epochs)
     if int(epochs) != plan.max_epochs:
         raise OptionError(f"--set epochs={epochs} disagrees with --max-epochs {plan.max_epochs}. "
-                          f"Fix: use --max-epochs only (ASHA's max_t is the trials' epochs)")
+                          f"Fix: use --max-epochs only (the scheduler's budget is the trials' epochs)")
     return space
 
 
@@ -240,24 +280,39 @@ def _applicable(demo: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
             if k not in searched and all(k in known_keys(m) for m in space.methods)}
 
 
-def describe_plan(plan: SearchPlan) -> str:
+# ---------------------------------------------------------------- printout
+def _resources(plan: SearchPlan) -> str:
     conc = plan.max_concurrent if plan.max_concurrent is not None else "as many as resources allow"
-    lines = [
-        f"search {plan.name!r}: {plan.num_samples} trials of space {plan.space!r}",
-        f"  searcher   Optuna TPE (seed {plan.seed}), the space's `first` point(s) evaluated first",
-        f"  scheduler  ASHA on {METRIC} ({MODE}), time unit {TIME_ATTR}: grace {plan.grace_period}, "
-        f"reduction factor {plan.reduction_factor:g}, max {plan.max_epochs} epochs",
-        f"  resources  {plan.cpus_per_trial:g} CPU + {plan.gpus_per_trial:g} GPU per trial, concurrent: {conc}"
-        + (f", cluster {plan.address}" if plan.address else
-           f", local Ray (dashboard {'on http://' + plan.dashboard_host + ':8265' if plan.dashboard_host else 'off'})"),
-        f"  failures   a trial whose process or node dies (or that raises) restarts from its last checkpoint "
-        f"up to {plan.max_failures} time(s), then counts as errored; the search goes on",
-        f"  data       {plan.data}" + (f" at {plan.data_root}" if plan.data_root else "")
-        + (" (smoke section applied)" if plan.smoke else ""),
-        f"  storage    {plan.experiment_path}" + (f" (artefacts in {plan.local_dir})" if plan.is_remote else ""),
-        f"  W&B        {plan.wandb}",
-        "  fixed for all trials: " + ", ".join(f"{k}={v!r}" for k, v in plan.overrides.items()),
-    ]
+    where = (f"cluster {plan.address}" if plan.address else
+             f"local Ray (dashboard {'on http://' + plan.dashboard_host + ':8265' if plan.dashboard_host else 'off'})")
+    return f"{plan.cpus_per_trial:g} CPU + {plan.gpus_per_trial:g} GPU per trial, concurrent: {conc}, {where}"
+
+
+def _sections(plan: SearchPlan) -> dict[str, tuple[str, str]]:
+    """Section name (as options declare it) -> (label, text) of its printout line."""
+    data = (f"{plan.data}" + (f" at {plan.data_root}" if plan.data_root else "")
+            + (" (smoke section applied)" if plan.smoke else ""))
+    return {
+        "search": ("", f"search {plan.name!r}: {plan.num_samples} trials of space {plan.space!r}"),
+        "searcher": ("searcher", SEARCHERS[plan.searcher].describe(plan)),
+        "scheduler": ("scheduler", SCHEDULERS[plan.scheduler].describe(plan)),
+        "resources": ("resources", _resources(plan)),
+        "failures": ("failures", f"a trial whose process or node dies (or that raises) restarts from its last "
+                                 f"checkpoint up to {plan.max_failures} time(s), then counts as errored (a config or "
+                                 f"data error before its first epoch: at once); the search goes on"),
+        "data": ("data", data),
+        "storage": ("storage", plan.experiment_path + (f" (artefacts in {plan.local_dir})" if plan.is_remote else "")),
+        "wandb": ("W&B", plan.wandb),
+        "plugins": ("plugins", ", ".join(plan.plugins)),
+    }
+
+
+def describe_plan(plan: SearchPlan) -> str:
+    lines = []
+    for label, text in _sections(plan).values():
+        if text:
+            lines.append(f"  {label:<10} {text}" if label else text)
+    lines.append("  fixed for all trials: " + ", ".join(f"{k}={v!r}" for k, v in plan.overrides.items()))
     if plan.demo_overrides:
         lines.append("  CPU demo   " + ", ".join(f"{k}={v!r}" for k, v in plan.demo_overrides.items())
                      + " (no GPU + synthetic data; --no-smoke turns this off, --set overrides any key)")

@@ -1,29 +1,39 @@
 """Build, run and restore the Ray Tune search of a :class:`SearchPlan`.
 
-Optuna TPE proposes configurations through the space's define-by-run function,
-ASHA stops weak trials on ``val_acc`` with epochs as its time unit, and every
-trial is :func:`search.trainable.train_trial`. Nothing here knows a model.
+The searcher and the scheduler come from their registries
+(:mod:`search.searchers`, :mod:`search.schedulers`) by the names the plan
+records; every trial is :func:`search.trainable.train_trial`, wrapped so that
+a config or data error is not retried (:mod:`search.failures`). Nothing here
+knows a model.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from search.plan import METRIC, MODE, TIME_ATTR, SearchPlan
+from search.objective import METRIC, MODE
+from search.plan import SearchPlan
+from search.plugins import HOOKS_ENV, PLUGINS_ENV
+from search.schedulers import build_scheduler
+from search.searchers import build_searcher
 from search.spaces import SearchSpace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_LOG_DIR = "trial_starts"
 KEEP_CHECKPOINTS = 1  # Ray keeps the best by val_acc plus always the latest (for resume)
+# Read by the trial processes (the test hooks and the user's method plugins): a
+# cluster's workers do not inherit the driver's environment, so Ray ships these.
+WORKER_ENV = ("PYTHONPATH", PLUGINS_ENV, HOOKS_ENV)
 
 
 def init_ray(plan: SearchPlan) -> None:
     """Start a private local Ray (dashboard off unless --dashboard) or join ``--address``."""
     import ray
 
-    if ray.is_initialized():  # run_search joined the cluster early to check its storage
+    if ray.is_initialized():  # the driver joined the cluster early to check its storage
         return
     # Trial workers import fgmodels/search from this checkout.
     path = os.environ.get("PYTHONPATH", "")
@@ -36,7 +46,8 @@ def init_ray(plan: SearchPlan) -> None:
     os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
     common: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": "WARNING"}
     if plan.address:
-        ray.init(address=plan.address, runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}}, **common)
+        env = {k: os.environ[k] for k in WORKER_ENV if os.environ.get(k)}
+        ray.init(address=plan.address, runtime_env={"env_vars": env}, **common)
     else:
         # "local": never attach silently to someone else's `ray start` cluster.
         # The dashboard exposes the cluster: off by default, localhost when asked,
@@ -48,17 +59,20 @@ def init_ray(plan: SearchPlan) -> None:
 def trainable_for(plan: SearchPlan) -> Any:
     from ray import tune
 
+    from search.failures import no_retry_on_config_errors
     from search.trainable import train_trial
 
     start_log = None if plan.is_remote else str(Path(plan.experiment_path) / START_LOG_DIR)
-    fn = tune.with_parameters(train_trial, start_log_dir=start_log)
+    fn = tune.with_parameters(no_retry_on_config_errors(train_trial), start_log_dir=start_log)
     return tune.with_resources(fn, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
 
 
 def callbacks_for(plan: SearchPlan) -> list[Any]:
     from search.callbacks import ProgressPrinter, WandbTrialCallback
+    from search.failures import ConfigErrorsEndTrials
 
-    callbacks: list[Any] = [ProgressPrinter(plan.max_epochs, plan.num_samples, METRIC)]
+    # ConfigErrorsEndTrials first: it cleans the record the others see.
+    callbacks: list[Any] = [ConfigErrorsEndTrials(), ProgressPrinter(plan.max_epochs, plan.num_samples, METRIC)]
     if plan.wandb != "off":
         callbacks.append(WandbTrialCallback(plan.wandb, plan.name, str(plan.local_dir)))
     return callbacks
@@ -73,17 +87,17 @@ def trial_name(trial: Any) -> str:
     return str(trial.trial_id)
 
 
-def build_tuner(plan: SearchPlan, space: SearchSpace) -> Any:
-    import optuna
+def tune_config_for(plan: SearchPlan, space: SearchSpace) -> Any:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    searcher = OptunaSearch(space=space.define_by_run, metric=METRIC, mode=MODE,
-                            points_to_evaluate=space.points_to_evaluate() or None, seed=plan.seed)
-    scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=plan.max_epochs,
-                              grace_period=plan.grace_period, reduction_factor=plan.reduction_factor)
+    return tune.TuneConfig(search_alg=build_searcher(plan, space), scheduler=build_scheduler(plan),
+                           num_samples=plan.num_samples, max_concurrent_trials=plan.max_concurrent,
+                           trial_dirname_creator=trial_dirname, trial_name_creator=trial_name)
+
+
+def build_tuner(plan: SearchPlan, space: SearchSpace) -> Any:
+    from ray import tune
+
     run_config = tune.RunConfig(
         name=plan.name,
         storage_path=plan.storage,
@@ -96,10 +110,7 @@ def build_tuner(plan: SearchPlan, space: SearchSpace) -> Any:
         verbose=0,  # ProgressPrinter prints one readable line per epoch instead
         log_to_file=True,  # each trial's stdout/stderr in its folder
     )
-    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
-                                  max_concurrent_trials=plan.max_concurrent, trial_dirname_creator=trial_dirname,
-                                  trial_name_creator=trial_name)
-    return tune.Tuner(trainable_for(plan), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(trainable_for(plan), tune_config=tune_config_for(plan, space), run_config=run_config)
 
 
 def restore_tuner(plan: SearchPlan) -> Any:
@@ -117,9 +128,25 @@ def can_restore(plan: SearchPlan) -> bool:
     return tune.Tuner.can_restore(plan.experiment_path)
 
 
-def run(plan: SearchPlan, space: SearchSpace, resume: bool = False) -> Any:
-    """Run (or resume) the search; returns Ray's ResultGrid."""
+def _second_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(plan: SearchPlan, space: SearchSpace, resume: bool = False) -> bool:
+    """Run (or resume) the search; True when Ctrl-C (SIGINT) ended it early.
+
+    Ray catches the first SIGINT itself: it stops the trials, saves the
+    experiment state (what --resume continues from) and returns normally,
+    putting back the handler it found. That handler is ours, so finding it in
+    place afterwards tells that the search was interrupted; a second SIGINT
+    while Ray saves reaches it and raises KeyboardInterrupt."""
     tuner = restore_tuner(plan) if resume else build_tuner(plan, space)
     print(f"[search] {'resuming' if resume else 'starting'} {plan.experiment_path}", flush=True)
     sys.stdout.flush()
-    return tuner.fit()
+    ray_catches_sigint = not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    previous = signal.signal(signal.SIGINT, _second_interrupt)
+    try:
+        tuner.fit()
+        return ray_catches_sigint and signal.getsignal(signal.SIGINT) is _second_interrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)

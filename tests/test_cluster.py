@@ -13,6 +13,10 @@
   errored, and the search still completes.
 * The shared-storage check finds a node that sees another folder.
 
+The trials drive the fault-injection test hook (``simulate_oom_above_batch``):
+``FGVC_HOOKS`` is set before the cluster's nodes start, so their workers
+install it, and in the driver's environment (which Ray also ships to the workers).
+
 The cluster tests take ~2-3 minutes on 2 busy cores; every process they start
 is ended by the fixture's finalizer, by pid, even when a test fails.
 """
@@ -38,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 CONFIGS = ("cluster.yaml", "cluster-onprem.yaml")
+HOOKS = {"FGVC_HOOKS": "tests.fault_injection:HOOK"}
 PINNED = ("torch", "torchvision", "timm", "ray", "optuna", "wandb")
 
 
@@ -258,7 +263,8 @@ class LocalCluster:
 
     def start_search(self, args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
         """run_search.py --address auto, as `ray job submit` runs it: RAY_ADDRESS names the cluster."""
-        env = {**os.environ, "RAY_ADDRESS": self.address, "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline"}
+        env = {**os.environ, "RAY_ADDRESS": self.address, "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline",
+               **HOOKS}
         out = open(log, "w")
         proc = subprocess.Popen([sys.executable, str(REPO / "run_search.py"), "--address", "auto", *args],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True)
@@ -317,7 +323,16 @@ class KilledSearch:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    local = LocalCluster()
+    saved = {k: os.environ.get(k) for k in HOOKS}
+    os.environ.update(HOOKS)  # the nodes' processes, and so their workers, inherit it
+    try:
+        local = LocalCluster()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
     try:
         yield local
     finally:
@@ -395,6 +410,11 @@ def _experiment_statuses(exp: Path) -> dict[str, str]:
 
 def _params(exp: Path) -> dict[str, dict[str, Any]]:
     return {p.parent.name.removeprefix("trial_"): json.loads(p.read_text()) for p in exp.glob("trial_*/params.json")}
+
+
+def _epochs_done(state: dict[str, Any]) -> int:
+    """Epochs completed in a trial checkpoint (older checkpoints kept the 0-based last epoch)."""
+    return int(state["epochs_done"]) if "epochs_done" in state else int(state["epoch"]) + 1
 
 
 def _tail(path: Path, n: int = 4000) -> str:
@@ -489,8 +509,8 @@ def test_no_result_or_checkpoint_is_lost(killed_search: KilledSearch) -> None:
         checkpoints = sorted(folder.glob("checkpoint_*"))
         assert checkpoints, f"{folder} has no checkpoint"
         states = [torch.load(c / "state.pt", map_location="cpu", weights_only=True) for c in checkpoints]
-        last = max(states, key=lambda s: s["epoch"])
-        assert last["epoch"] == EPOCHS - 1  # 0-based: the last epoch's weights are there
+        last = max(states, key=_epochs_done)
+        assert _epochs_done(last) == EPOCHS  # the last epoch's weights are there
         assert [h["epoch"] for h in json.loads(last["history"])] == list(range(1, EPOCHS + 1))
         assert all((c / "trial_config.yaml").is_file() for c in checkpoints)
     assert (run.exp / "search_plan.json").is_file() and (run.exp / "best_config.yaml").is_file()

@@ -1,7 +1,12 @@
 """Tests of the search driver: plan validation, records/leaderboard/importance
 logic, and ONE real end-to-end search on synthetic data that is killed with
 SIGKILL mid-search and resumed (Ray + Optuna + ASHA + W&B offline), asserting
-on every artefact. The end-to-end test is the slow one (~2-4 min on 2 cores).
+on every artefact, on the scheduler's pruning contract and on the single
+test-split evaluation. The end-to-end test is the slow one (~2-4 min on 2 cores).
+
+The test space drives the fault-injection test hook per trial (a NaN loss, a
+simulated out-of-memory error): in this process through the ``fault_injection``
+fixture, in the CLI subprocess and its Ray workers through ``FGVC_HOOKS``.
 """
 from __future__ import annotations
 
@@ -126,7 +131,8 @@ def test_curve_keeps_last_report_per_epoch_and_flags_divergence() -> None:
     assert status_of("RUNNING", False, 2, 6) == "unfinished"
 
 
-def test_leaderboard_ranks_by_best_val_acc_with_failures_last(space_file: Path, tmp_path: Path) -> None:
+def test_leaderboard_ranks_by_best_val_acc_with_failures_last(space_file: Path, tmp_path: Path,
+                                                              fault_injection: object) -> None:
     space = load_space(str(space_file))
     rng = np.random.default_rng(0)
     specs = [("a", "TERMINATED", 4), ("b", "TERMINATED", 2), ("c", "TERMINATED", 1), ("d", "ERROR", 1), ("e", "TERMINATED", 4)]
@@ -151,7 +157,7 @@ def test_leaderboard_ranks_by_best_val_acc_with_failures_last(space_file: Path, 
     assert (tmp_path / "leaderboard.md").read_text().count("\n") == len(records) + 2
 
 
-def test_importance_study_is_rebuilt_with_the_space_distributions(space_file: Path) -> None:
+def test_importance_study_is_rebuilt_with_the_space_distributions(space_file: Path, fault_injection: object) -> None:
     import optuna
 
     from search.importance import param_importances, rebuild_study
@@ -202,10 +208,11 @@ def _nontrivial_png(path: Path) -> None:
     assert img.std() > 5, f"{path} is blank"
 
 
-def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path) -> None:
+def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path, fault_injection: object) -> None:
     from fgmodels.config import resolve_config
+    from fgmodels.data import build_datasets, load_raw
     from fgmodels.train import main as train_main
-    from search.wandb_offline import read_runs
+    from tests.wandb_offline import read_runs
 
     storage, name, samples, max_epochs = tmp_path / "res", "e2e", 6, 4
     exp = storage / name
@@ -214,7 +221,8 @@ def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path) 
            "--reduction-factor", "2", "--max-concurrent", "2", "--cpus-per-trial", "1", "--wandb", "offline",
            "--seed", "0", "--no-smoke"]
     secret = "fgvc0test0secret0key0" + "f" * 19  # a 40-character key shape, as W&B keys are
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "WANDB_SILENT": "true", "WANDB_API_KEY": secret}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "WANDB_SILENT": "true", "WANDB_API_KEY": secret,
+           "FGVC_HOOKS": "tests.fault_injection:HOOK"}
 
     # 1. start the search, SIGKILL the driver once a finished trial is in Ray's snapshot
     log1 = open(tmp_path / "first.log", "w")
@@ -271,6 +279,7 @@ def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path) 
         assert reports[0]["oom_retries"] >= 1
     assert any(r["status"] == "pruned" and int(r["epochs_run"]) < max_epochs for r in rows), rows
     assert any(int(r["epochs_run"]) == max_epochs for r in rows)
+    _assert_pruning_contract(exp, statuses)
     accs = [float(r["best_val_acc"]) for r in rows if r["status"] != "diverged"]
     assert accs == sorted(accs, reverse=True) and all(0.0 <= a <= 1.0 for a in accs)
     assert (exp / "leaderboard.md").read_text().count(rows[0]["trial_id"]) == 1
@@ -283,9 +292,13 @@ def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path) 
                        "--workdir", str(tmp_path / "retrain"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "retrain" / "summary.json").read_text())["best_epoch"] == 1
 
-    # the single test evaluation, of the best (by val_acc) trial's checkpoint
+    # the single test evaluation, of the best (by val_acc) trial's checkpoint, on the whole TEST split
     test = json.loads((exp / "test_result.json").read_text())
-    assert test["trial_id"] == rows[0]["trial_id"] and 0.0 <= test["test_acc"] <= 1.0 and test["test_images"] > 0
+    assert test["trial_id"] == rows[0]["trial_id"] and 0.0 <= test["test_acc"] <= 1.0
+    assert out.count("TEST split (the only test evaluation of this search)") == 1
+    raw, _ = load_raw(resolved)
+    val_images = len(build_datasets(resolved).val)
+    assert test["test_images"] == len(raw.test) != val_images, (test["test_images"], len(raw.test), val_images)
     assert test["val_acc"] == pytest.approx(float(rows[0]["best_val_acc"]), abs=1e-4)
     assert "only evaluation on the test split" in test["note"]
 
@@ -323,6 +336,37 @@ def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path) 
     leaked = [p for p in exp.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert not leaked, leaked
     assert secret not in out
+
+
+def _val_acc_by_epoch(exp: Path) -> dict[str, dict[int, float]]:
+    """trial id -> {epoch: val_acc}, from the rows Ray wrote (last report of an epoch wins)."""
+    out: dict[str, dict[int, float]] = {}
+    for path in exp.glob("trial_*/result.json"):
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if "epoch" in row and isinstance(row.get("val_acc"), (int, float)):
+                out.setdefault(path.parent.name.removeprefix("trial_"), {})[int(row["epoch"])] = float(row["val_acc"])
+    return out
+
+
+def _assert_pruning_contract(exp: Path, statuses: dict[str, str]) -> None:
+    """Every trial the scheduler stopped at a rung had, at that rung, a val_acc
+    not above the best of the trials it let go on from that rung (a scheduler
+    that minimised val_acc, or read another metric, breaks this); and the
+    leaderboard's "pruned" trials are exactly those the scheduler stopped."""
+    from search.stops import load_stop_decisions
+
+    stops = load_stop_decisions(str(exp))
+    values = _val_acc_by_epoch(exp)
+    assert stops and {t for t, s in statuses.items() if s == "pruned"} == set(stops), (stops, statuses)
+    for trial_id, decision in stops.items():
+        rung = decision["epoch"]
+        assert decision["scheduler"] == "asha" and rung in values[trial_id], (trial_id, decision)
+        survivors = [t for t, by_epoch in values.items()
+                     if rung in by_epoch and (t not in stops or stops[t]["epoch"] > rung)]
+        assert survivors, f"trial {trial_id} was stopped at epoch {rung}, but no trial went on from there"
+        best = max(values[t][rung] for t in survivors)
+        assert values[trial_id][rung] <= best, (trial_id, rung, values[trial_id][rung], best)
 
 
 def _trial_reports(exp: Path, trial_id: str) -> list[dict]:
@@ -394,10 +438,10 @@ def test_dashboard_is_off_by_default_and_localhost_when_asked(monkeypatch: pytes
         import aiohttp  # noqa: F401
     except ImportError:  # ray[tune] only: asking for it is refused with the fix
         with pytest.raises(OptionError, match=r"ray\[default\]"):
-            resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere", "dashboard": "127.0.0.1"},
+            resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere", "dashboard_host": "127.0.0.1"},
                          space, gpus=0, cpus=2)
         return
-    plan, _ = resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere", "dashboard": "127.0.0.1"},
+    plan, _ = resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere", "dashboard_host": "127.0.0.1"},
                            space, gpus=0, cpus=2)
     tuner.init_ray(plan)
     assert seen["include_dashboard"] is True and seen["dashboard_host"] == "127.0.0.1"

@@ -1,0 +1,234 @@
+"""The search command (``python run_search.py`` / ``fgvc-search``): options ->
+plan -> early checks -> Ray Tune search -> summary -> exit status.
+
+Every option is checked before Ray starts, and a failed check exits with
+status 2 and one line naming the option and its fix; see
+:mod:`search.outcome` for the other exit statuses.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import inspect
+import sys
+import time
+from typing import Any
+
+from search import storage
+from search.options import (CPU_DEMO, REPLACES, OptionError, all_options, build_parser, ignored_on_resume,
+                            plan_options)
+from search.outcome import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, failure_reason,
+                            interrupted_summary, program, resume_command)
+from search.plan import PLAN_FILE, SearchPlan, apply_plan, describe_plan, resolve_plan, storage_root
+from search.plugins import activate_plugins
+
+DESCRIPTION = (f"Hyperparameter search for FGVC methods with Ray Tune + Optuna + ASHA. "
+               f"Defaults marked 'CPU demo' apply with {CPU_DEMO}: a small real search that ends in minutes.")
+EPILOG = f"""examples:
+  {{prog}} --space gholm                 # CPU demo on synthetic data (minutes)
+  {{prog}} --space gholm --data cub --data-root /data/CUB_200_2011 --gpus-per-trial 0.5
+  {{prog}} --space gholm --name my-search --resume   # continue an interrupted search
+
+Every option is checked before Ray starts; results go to <storage>/<name>.
+Exit status: {EXIT_OK} the search found a configuration; {EXIT_FAILED} it ran but no trial completed an epoch
+or the best trial errored; {EXIT_USAGE} a bad option or failed check (nothing started);
+{EXIT_INTERRUPTED} interrupted by Ctrl-C (the state is saved: continue with --resume)."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    prog = program()
+    return build_parser(prog, DESCRIPTION, EPILOG.format(prog=prog)).parse_args(argv)
+
+
+def fail(message: Any) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def load_space(spec: str) -> Any:
+    from search.spaces import SpaceError, load_space as load
+
+    try:
+        return load(spec)
+    except SpaceError as err:
+        text = str(err)
+        raise OptionError(text if text.startswith("--space") else f"--space {spec!r}: {text}") from None
+
+
+def prepare(args: argparse.Namespace) -> tuple[SearchPlan, Any]:
+    """Options -> (plan, space with all overrides); raises OptionError."""
+    if args.resume:
+        return prepare_resume(args)
+    if not args.space:
+        raise OptionError("--space is required. Fix: e.g. --space gholm (see spaces/)")
+    args.plugins = activate_plugins(args.plugins)  # before the space loads the method registry
+    space = load_space(args.space)
+    from search.spaces import SpaceError, parse_overrides
+
+    try:
+        overrides = parse_overrides(args.set or [])
+    except SpaceError as err:
+        raise OptionError(str(err)) from None
+    opts = {o.dest: getattr(args, o.dest) for o in plan_options()}
+    plan, applied = resolve_plan({**opts, "overrides": overrides}, space)
+    note = check_gpu_packing(plan, applied, args.gpu_memory_gb)
+    if note:
+        print(f"note: {note}")
+    if _exists(plan.experiment_path):
+        raise OptionError(f"results folder {plan.experiment_path} already exists; it is never overwritten. "
+                          f"Fix: choose a new --name, or add --resume to continue that search")
+    return plan, applied
+
+
+def _exists(uri: str) -> bool:
+    try:
+        return storage.exists(uri)
+    except OSError as err:  # e.g. a bucket without credentials
+        raise OptionError(f"--storage {uri}: cannot be read: {err}. Fix: check the URI and its credentials, "
+                          f"or use a local folder") from None
+
+
+def check_gpu_packing(plan: SearchPlan, applied: Any, memory_gb: float | None) -> str | None:
+    """--gpus-per-trial below 1 must leave every trial enough GPU memory."""
+    from search.packing import check_packing, gpu_memory_gb
+
+    if memory_gb is not None and memory_gb <= 0:
+        raise OptionError(f"--gpu-memory-gb must be positive, got {memory_gb!r}. Fix: e.g. --gpu-memory-gb 80")
+    try:
+        return check_packing(applied, plan.gpus_per_trial, memory_gb or gpu_memory_gb())
+    except ValueError as err:
+        raise OptionError(str(err)) from None
+
+
+def prepare_resume(args: argparse.Namespace) -> tuple[SearchPlan, Any]:
+    if not args.name:
+        raise OptionError("--resume needs --name of the search to continue. Fix: --name <folder under --storage>")
+    root = storage_root(args.storage)
+    exp = f"{root.rstrip('/')}/{args.name}"
+    if not _exists(f"{exp}/{PLAN_FILE}"):
+        raise OptionError(f"--resume: {exp} holds no search started by run_search.py or fgvc-search "
+                          f"(no {PLAN_FILE}). Fix: check --name/--storage, or start a new search without --resume")
+    plan = SearchPlan.from_json(storage.read_text(f"{exp}/{PLAN_FILE}"))
+    plan.storage, plan.name = root, args.name  # the folder may have moved
+    for opt in all_options():
+        if opt.resume == REPLACES and getattr(args, opt.dest, None) is not None:
+            setattr(plan, opt.dest, getattr(args, opt.dest))
+    ignored = ignored_on_resume(args)
+    if ignored:
+        print(f"note: --resume continues with the options saved in {PLAN_FILE}; ignored: {', '.join(ignored)}")
+    activate_plugins(plan.plugins)  # as saved: the same methods register again
+    from search.spaces import SpaceError
+
+    try:
+        space = apply_plan(plan, load_space(plan.space))
+    except (SpaceError, OptionError) as err:
+        raise OptionError(f"--resume: the space {plan.space!r} no longer loads: {err}") from None
+    return plan, space
+
+
+def check_data(space: Any) -> None:
+    """Fail before Ray if the dataset layout cannot be read (images are not
+    decoded here: every trial checks them); writes the synthetic cache once
+    here instead of racing in every trial."""
+    from fgmodels.config import resolve_config
+    from fgmodels.data import load_raw
+
+    cfg = space.first[0] if space.first else space.member(space.methods[0]).fixed
+    try:
+        load_raw(resolve_config(dict(cfg)))
+    except Exception as err:
+        raise OptionError(f"--data/--data-root: the dataset cannot be loaded: {err}") from None
+
+
+def check_cluster(plan: SearchPlan) -> None:
+    """Join the cluster now and make sure every node sees --storage, before
+    anything is written there (a later run with the fixed option starts clean)."""
+    from search.cluster import StorageNotShared, check_shared_storage
+    from search.tuner import init_ray
+
+    init_ray(plan)
+    try:
+        check_shared_storage(plan.storage)
+    except StorageNotShared as err:
+        import ray
+
+        ray.shutdown()
+        raise OptionError(str(err)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        plan, space = prepare(args)
+    except OptionError as err:
+        return fail(err)
+    print(space.describe())
+    print(describe_plan(plan))
+    if args.dry_run:
+        print("dry run: nothing started")
+        return EXIT_OK
+    try:
+        check_data(space)
+        if plan.address:
+            check_cluster(plan)
+        if args.resume:
+            from search.tuner import can_restore
+
+            if not can_restore(plan):
+                raise OptionError(f"--resume: Ray finds no restorable experiment in {plan.experiment_path}. "
+                                  f"Fix: start a new search with another --name")
+        else:
+            storage.write_text(f"{plan.experiment_path}/{PLAN_FILE}", plan.to_json())
+    except OptionError as err:
+        return fail(err)
+    return run(plan, space, args.resume, test=not args.no_test)
+
+
+def collect(plan: SearchPlan, space: Any) -> list[Any]:
+    """The trial records, with the scheduler's own stop decisions where the
+    records module takes them."""
+    from search import records
+    from search.stops import load_stop_decisions
+
+    if "stops" in inspect.signature(records.collect).parameters:
+        return records.collect(plan, space, stops=load_stop_decisions(plan.experiment_path))
+    return records.collect(plan, space)
+
+
+def run(plan: SearchPlan, space: Any, resume: bool, test: bool = True) -> int:
+    """The search itself, its summary and the exit status."""
+    import ray
+
+    from search import results, tuner
+
+    start = time.time()
+    try:
+        tuner.init_ray(plan)
+        if tuner.run(plan, space, resume=resume):
+            try:
+                found = collect(plan, space)
+            except Exception:  # stopped before Ray wrote a first trial: nothing to list
+                found = []
+            print(interrupted_summary(found, plan), flush=True)
+            code = EXIT_INTERRUPTED
+        else:
+            found = collect(plan, space)
+            failure = failure_reason(found)
+            results.summarize(found, space, plan, test=test and failure is None)
+            if failure:
+                print(f"error: {failure}", file=sys.stderr)
+            code = EXIT_FAILED if failure else EXIT_OK
+    except KeyboardInterrupt:
+        print(f"\nsearch interrupted again before its summary; Ray keeps its latest saved state. "
+              f"Continue it with:\n  {resume_command(plan)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        ray.shutdown()
+    if plan.is_remote:
+        storage.upload_dir(plan.local_dir, plan.experiment_path)
+    print(f"search folder: {plan.local_dir}  ({time.time() - start:.0f} s)")
+    if plan.wandb == "offline":
+        runs = sorted(glob.glob(str(plan.local_dir / "wandb" / "offline-run-*")))
+        if runs:
+            print(f"W&B runs were logged offline; upload them with:\n  wandb sync {plan.local_dir / 'wandb'}/offline-run-*")
+    return code
