@@ -27,7 +27,6 @@ from search.trainable import VIZ_DIR, VIZ_EPOCH_FILE
 
 log = logging.getLogger(__name__)
 
-WANDB_MODES = ("online", "offline", "off")
 DEFAULT_PROJECT = "fgvc-search"
 # Ray's own bookkeeping in every result: not worth a W&B chart.
 _SKIP_KEYS = {"done", "should_checkpoint", "timestamp", "pid", "date", "hostname", "node_ip",

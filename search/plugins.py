@@ -16,8 +16,6 @@ from pathlib import Path
 
 from search.options import OptionError
 
-PLUGINS_ENV = "FGVC_PLUGINS"
-HOOKS_ENV = "FGVC_HOOKS"
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -46,6 +44,8 @@ def activate_plugins(specs: list[str] | None) -> list[str]:
     """Resolve ``specs`` and add them to ``FGVC_PLUGINS``; returns them as saved in the plan."""
     resolved = [resolve_plugin(s) for s in specs or []]
     if resolved:
+        from fgmodels.registry import PLUGINS_ENV  # the registry reads it; imported late (torch)
+
         current = [p for p in os.environ.get(PLUGINS_ENV, "").split(",") if p]
         os.environ[PLUGINS_ENV] = ",".join(dict.fromkeys(current + resolved))
     return resolved

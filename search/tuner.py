@@ -16,7 +16,8 @@ from typing import Any
 
 from search.objective import METRIC, MODE
 from search.plan import SearchPlan
-from search.plugins import HOOKS_ENV, PLUGINS_ENV
+from fgmodels.hooks import HOOKS_ENV
+from fgmodels.registry import PLUGINS_ENV
 from search.schedulers import build_scheduler
 from search.searchers import build_searcher
 from search.spaces import SearchSpace

@@ -191,7 +191,7 @@ def test_building_the_parser_loads_no_method_registry() -> None:
 
 def test_plugins_are_exported_saved_and_restored_on_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture) -> None:
-    from search.plugins import PLUGINS_ENV
+    from fgmodels.registry import PLUGINS_ENV
 
     plugin = tmp_path / "my_methods.py"
     plugin.write_text("# registers nothing\n")
