@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import inspect
 import sys
 import time
 from typing import Any
@@ -126,18 +125,22 @@ def prepare_resume(args: argparse.Namespace) -> tuple[SearchPlan, Any]:
     return plan, space
 
 
-def check_data(space: Any) -> None:
-    """Fail before Ray if the dataset layout cannot be read (images are not
-    decoded here: every trial checks them); writes the synthetic cache once
-    here instead of racing in every trial."""
-    from fgmodels.config import resolve_config
-    from fgmodels.data import load_raw
+def check_data(space: Any) -> Any:
+    """Fail before Ray on any unreadable dataset: the layout, then every image
+    decoded once (cached per file, so a second search costs no decode). Under
+    ``bad_image_policy=skip`` the report of skipped files is returned for the
+    summary. Writes the synthetic cache once here instead of racing in every trial."""
+    from fgmodels.config import ConfigError, resolve_config
+    from fgmodels.data import DatasetError, check_dataset
 
     cfg = space.first[0] if space.first else space.member(space.methods[0]).fixed
     try:
-        load_raw(resolve_config(dict(cfg)))
-    except Exception as err:
-        raise OptionError(f"--data/--data-root: the dataset cannot be loaded: {err}") from None
+        report = check_dataset(resolve_config(dict(cfg)))
+    except (DatasetError, ConfigError, OSError) as err:
+        raise OptionError(f"--data/--data-root: {err}") from None
+    if report.skipped:
+        print(f"data: {report.summary()}")
+    return report
 
 
 def check_cluster(plan: SearchPlan) -> None:
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print("dry run: nothing started")
         return EXIT_OK
     try:
-        check_data(space)
+        data_report = check_data(space)
         if plan.address:
             check_cluster(plan)
         if args.resume:
@@ -181,21 +184,18 @@ def main(argv: list[str] | None = None) -> int:
             storage.write_text(f"{plan.experiment_path}/{PLAN_FILE}", plan.to_json())
     except OptionError as err:
         return fail(err)
-    return run(plan, space, args.resume, test=not args.no_test)
+    return run(plan, space, args.resume, test=not args.no_test, data_report=data_report)
 
 
 def collect(plan: SearchPlan, space: Any) -> list[Any]:
-    """The trial records, with the scheduler's own stop decisions where the
-    records module takes them."""
+    """The trial records, with the scheduler's own record of which trials it stopped."""
     from search import records
     from search.stops import load_stop_decisions
 
-    if "stops" in inspect.signature(records.collect).parameters:
-        return records.collect(plan, space, stops=load_stop_decisions(plan.experiment_path))
-    return records.collect(plan, space)
+    return records.collect(plan, space, stops=load_stop_decisions(plan.experiment_path))
 
 
-def run(plan: SearchPlan, space: Any, resume: bool, test: bool = True) -> int:
+def run(plan: SearchPlan, space: Any, resume: bool, test: bool = True, data_report: Any = None) -> int:
     """The search itself, its summary and the exit status."""
     import ray
 
@@ -215,6 +215,8 @@ def run(plan: SearchPlan, space: Any, resume: bool, test: bool = True) -> int:
             found = collect(plan, space)
             failure = failure_reason(found)
             results.summarize(found, space, plan, test=test and failure is None)
+            if data_report is not None and data_report.skipped:
+                print(f"data: {data_report.summary()}")
             if failure:
                 print(f"error: {failure}", file=sys.stderr)
             code = EXIT_FAILED if failure else EXIT_OK
