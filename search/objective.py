@@ -10,3 +10,10 @@ from __future__ import annotations
 METRIC = "val_acc"
 MODE = "max"
 TIME_ATTR = "epoch"
+
+
+def rank_key(best_val_acc: float, epochs_run: int, trial_id: str) -> tuple[float, int, str]:
+    """How finished trials are ordered, best first, wherever they are ranked (the
+    leaderboard, the checkpoint keeper): higher best val_acc, then fewer epochs
+    (the same accuracy for less compute), then the trial id so ties are stable."""
+    return (-best_val_acc, epochs_run, trial_id)

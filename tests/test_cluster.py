@@ -195,7 +195,7 @@ SPACE = {
     "fixed": {"method": "baseline", "backbone": "test_convnext", "pretrained": False, "opt": "adamw",
               "sched": "constant", "batch_size": 8, "synthetic_classes": 4, "synthetic_per_class": 12,
               "synthetic_image_size": 48, "img_size": 32, "resize_size": 40, "max_train_batches": 2,
-              "max_eval_batches": 1, "device": "cpu"},
+              "max_eval_batches": 1, "device": "cpu", "step_delay_s": 0.4},  # ~1 s an epoch: the kill lands mid-trial
     "params": {"lr": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
                "simulate_oom_above_batch": {"type": "choice", "values": [None, 0]}},
     "first": [{"lr": 1.0e-3, "simulate_oom_above_batch": None},

@@ -99,4 +99,4 @@ def test_fgvc_hooks_installs_on_first_import_in_a_new_process() -> None:
     assert out.returncode == 0, out.stderr
     installed, keys = (json.loads(line) for line in out.stdout.splitlines()[-2:])
     assert installed == ["tests.fault_injection:HOOK"]
-    assert keys == {"inject_nan_at_step": None, "simulate_oom_above_batch": None}
+    assert keys == {"inject_nan_at_step": None, "simulate_oom_above_batch": None, "step_delay_s": None}
