@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"  # the trainer's full state inside a reported checkpoint
 CHECKPOINTS_PER_TRIAL = 2  # Ray keeps the best and the latest of each trial
-DEFAULT_KEEP = 3
 _FINISHED = "TERMINATED"  # Ray's status of a trial that will not run again (completed, stopped, diverged)
 
 
@@ -82,11 +81,13 @@ class CheckpointPruner(tune.Callback):
         self.pruned: set[str] = set()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.prune(trials)
+        # Ray calls this before it marks ``trial`` TERMINATED: count it as finished.
+        self.prune(trials, ending=trial)
 
-    def prune(self, trials: list) -> None:
-        finished = [t for t in trials if t.status == _FINISHED and t.trial_id not in self.pruned]
-        ranked = sorted((t for t in trials if t.status == _FINISHED), key=_rank)
+    def prune(self, trials: list, ending: Any = None) -> None:
+        done = [t for t in trials if t.status == _FINISHED or t is ending]
+        finished = [t for t in done if t.trial_id not in self.pruned]
+        ranked = sorted(done, key=_rank)
         kept = {t.trial_id for t in ranked[: self.keep]}
         for trial in finished:
             if trial.trial_id not in kept and trial.path:

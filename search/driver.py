@@ -73,6 +73,7 @@ def prepare(args: argparse.Namespace) -> tuple[SearchPlan, Any]:
     note = check_gpu_packing(plan, applied, args.gpu_memory_gb)
     if note:
         print(f"note: {note}")
+    print(f"disk: {check_disk(plan, applied)}")
     if _exists(plan.experiment_path):
         raise OptionError(f"results folder {plan.experiment_path} already exists; it is never overwritten. "
                           f"Fix: choose a new --name, or add --resume to continue that search")
@@ -85,6 +86,22 @@ def _exists(uri: str) -> bool:
     except OSError as err:  # e.g. a bucket without credentials
         raise OptionError(f"--storage {uri}: cannot be read: {err}. Fix: check the URI and its credentials, "
                           f"or use a local folder") from None
+
+
+def check_disk(plan: SearchPlan, applied: Any) -> str:
+    """The most checkpoint data the search can hold at once, refused when a
+    local --storage has less free space (a bucket's room is not measured)."""
+    from search.disk import check_free_space, estimate_disk_bytes
+
+    configs = applied.first or [applied.member(m).fixed for m in applied.methods]
+    concurrent = min(plan.max_concurrent or plan.num_samples, plan.num_samples)
+    need = estimate_disk_bytes([dict(c) for c in configs], concurrent, plan.keep_checkpoints)
+    if plan.is_remote:
+        return f"about {need / 2**30:.2f} GiB of checkpoints at most (in {plan.storage}; its room is not checked)"
+    try:
+        return check_free_space(plan.storage, need)
+    except ValueError as err:
+        raise OptionError(str(err)) from None
 
 
 def check_gpu_packing(plan: SearchPlan, applied: Any, memory_gb: float | None) -> str | None:

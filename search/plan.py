@@ -40,6 +40,7 @@ DEFAULT_MAX_FAILURES = 3  # a preempted/crashed node costs a trial at most one e
 # SGD from scratch on a tiny backbone stays at chance for a few dozen steps, every
 # trial ties and the scheduler has nothing to rank, so the CPU demo trains with
 # AdamW on few batches per epoch; the plan printout says so.
+DEFAULT_KEEP = 3  # finished trials that keep their full checkpoints (--keep-checkpoints)
 CPU_OVERRIDES: dict[str, Any] = {"device": "cpu", "max_train_batches": 15, "opt": "adamw"}
 
 
@@ -95,6 +96,10 @@ class SearchPlan:
                                demo=DEFAULT_MAX_FAILURES, rule=NON_NEGATIVE_INT,
                                fix=f"e.g. --max-failures {DEFAULT_MAX_FAILURES} (0: a crashed trial is not retried)",
                                section="failures")
+    keep_checkpoints: int = option("finished trials whose full checkpoints (weights and optimiser state) are kept: "
+                                   "the top K by val_acc; the others' are deleted as soon as they end",
+                                   demo=DEFAULT_KEEP, rule=POSITIVE_INT, fix=f"e.g. --keep-checkpoints {DEFAULT_KEEP}",
+                                   section="storage")
     plugins: list[str] = option("a Python file or module that registers methods, imported by the driver and by "
                                 "every trial (repeatable)", flag="--plugin", section="plugins",
                                 cli={"action": "append", "metavar": "PATH_OR_MODULE"})
@@ -301,7 +306,8 @@ def _sections(plan: SearchPlan) -> dict[str, tuple[str, str]]:
                                  f"checkpoint up to {plan.max_failures} time(s), then counts as errored (a config or "
                                  f"data error before its first epoch: at once); the search goes on"),
         "data": ("data", data),
-        "storage": ("storage", plan.experiment_path + (f" (artefacts in {plan.local_dir})" if plan.is_remote else "")),
+        "storage": ("storage", plan.experiment_path + (f" (artefacts in {plan.local_dir})" if plan.is_remote else "")
+                    + f"; full checkpoints kept for the top {plan.keep_checkpoints} finished trial(s)"),
         "wandb": ("W&B", plan.wandb),
         "plugins": ("plugins", ", ".join(plan.plugins)),
     }

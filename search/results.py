@@ -19,6 +19,7 @@ from typing import Any
 
 from search import plots
 from search.importance import param_importances
+from search.objective import rank_key
 from search.plan import SearchPlan
 from search.records import COMPLETED, DIVERGED, ERRORED, PRUNED, STATUSES, UNFINISHED, TrialRecord
 from search.spaces import SearchSpace
@@ -35,7 +36,7 @@ def rank(records: list[TrialRecord]) -> list[TrialRecord]:
     """Best first: rankable trials by best val_acc, then diverged, then errored."""
     def key(r: TrialRecord) -> tuple:
         acc = r.best_val_acc if not math.isnan(r.best_val_acc) else -1.0
-        return (_STATUS_ORDER[r.status], -acc, r.epochs_run, r.trial_id)
+        return (_STATUS_ORDER[r.status], *rank_key(acc, r.epochs_run, r.trial_id))
     return sorted(records, key=key)
 
 

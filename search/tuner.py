@@ -8,16 +8,18 @@ knows a model.
 """
 from __future__ import annotations
 
+import functools
+
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from search.objective import METRIC, MODE
-from search.plan import SearchPlan
 from fgmodels.hooks import HOOKS_ENV
 from fgmodels.registry import PLUGINS_ENV
+from search.objective import METRIC, MODE
+from search.plan import SearchPlan
 from search.schedulers import build_scheduler
 from search.searchers import build_searcher
 from search.spaces import SearchSpace
@@ -62,18 +64,25 @@ def trainable_for(plan: SearchPlan) -> Any:
 
     from search.failures import no_retry_on_config_errors
     from search.trainable import train_trial
+    from search.trial_logs import keep_trial_logs
 
     start_log = None if plan.is_remote else str(Path(plan.experiment_path) / START_LOG_DIR)
-    fn = tune.with_parameters(no_retry_on_config_errors(train_trial), start_log_dir=start_log)
+    logged = keep_trial_logs(no_retry_on_config_errors(train_trial), None if plan.is_remote else plan.experiment_path)
+    fn = tune.with_parameters(logged, start_log_dir=start_log)
     return tune.with_resources(fn, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
 
 
 def callbacks_for(plan: SearchPlan) -> list[Any]:
     from search.callbacks import ProgressPrinter, WandbTrialCallback
+    from search.disk import CheckpointPruner
     from search.failures import ConfigErrorsEndTrials
+    from search.stops import load_stop_decisions
 
+    stops = functools.partial(load_stop_decisions, plan.experiment_path)
     # ConfigErrorsEndTrials first: it cleans the record the others see.
-    callbacks: list[Any] = [ConfigErrorsEndTrials(), ProgressPrinter(plan.max_epochs, plan.num_samples, METRIC)]
+    callbacks: list[Any] = [ConfigErrorsEndTrials(),
+                            ProgressPrinter(plan.max_epochs, plan.num_samples, METRIC, stop_decisions=stops),
+                            CheckpointPruner(plan.keep_checkpoints)]
     if plan.wandb != "off":
         callbacks.append(WandbTrialCallback(plan.wandb, plan.name, str(plan.local_dir)))
     return callbacks

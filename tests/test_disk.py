@@ -46,7 +46,10 @@ def _states(exp: Path) -> dict[str, list[int]]:
 
 @pytest.mark.slow
 def test_a_real_search_keeps_full_checkpoints_only_for_its_top_trials(tmp_path: Path) -> None:
-    space = {**TINY, "fixed": {**TINY["fixed"], "max_train_batches": 1}}
+    # lr from "learns nothing" to "learns": ASHA has something to cut at its rungs
+    space = {**TINY, "fixed": {**TINY["fixed"], "synthetic_per_class": 30, "max_eval_batches": None},
+             "params": {"lr": {"type": "loguniform", "low": 1.0e-6, "high": 1.0e-2}},
+             "first": [{"lr": 1.0e-6}, {"lr": 5.0e-3}]}
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump(space, sort_keys=False))
     args = [sys.executable, CLI, "--space", str(space_file), "--storage", str(tmp_path / "r"), "--name", "disk",
