@@ -51,16 +51,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
+    """--config, then the direct flags, then --set; a key given by a flag and by
+    --set with two different values is refused rather than one silently winning."""
     cfg: dict[str, Any] = load_config(args.config) if args.config else {}
-    for key in _DIRECT:
-        value = getattr(args, key)
-        if value is not None:
-            cfg[key] = value
+    flags = {key: getattr(args, key) for key in _DIRECT if getattr(args, key) is not None}
+    cfg.update(flags)
     for item in args.set:
         if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}. Fix: e.g. --set lr=0.01")
         key, value = item.split("=", 1)
-        cfg[key.strip()] = yaml.safe_load(value)
+        key, value = key.strip(), yaml.safe_load(value)
+        if key in flags and flags[key] != value:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{key} is given twice: {flag} {flags[key]!r} and --set {key}={value!r}. "
+                              f"Fix: keep one of them")
+        cfg[key] = value
     return resolve_config(cfg)
 
 

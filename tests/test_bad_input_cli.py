@@ -23,10 +23,10 @@ def _run(args: list[str], cwd: Path, tripwire: bool = True, env: dict | None = N
     return subprocess.run(head + args, capture_output=True, text=True, cwd=cwd, env=env or ENV, timeout=600)
 
 
-@pytest.mark.parametrize("setting, key, rule", [("mu=-1", "mu", "> 0"), ("tau=0", "tau", "> 0"),
-                                                 ("theta_low=3", "theta_low", "theta_high"),
-                                                 ("mu=abc", "mu", "number")])
-@pytest.mark.parametrize("dry_run", [True, False])
+@pytest.mark.parametrize("setting, key, rule, dry_run", [("mu=-1", "mu", "> 0", False), ("mu=-1", "mu", "> 0", True),
+                                                          ("tau=0", "tau", "> 0", True),
+                                                          ("theta_low=3", "theta_low", "theta_high", False),
+                                                          ("mu=abc", "mu", "number", True)])
 def test_an_impossible_knob_value_exits_2_before_ray(tmp_path: Path, setting: str, key: str, rule: str,
                                                      dry_run: bool) -> None:
     done = _run(["--space", "gholm", "--set", setting, "--storage", str(tmp_path / "r")] + ["--dry-run"] * dry_run,

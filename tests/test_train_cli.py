@@ -98,3 +98,14 @@ def test_diverged_run_exits_3_with_one_line(tmp_path: Path) -> None:
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and "diverged" in errors[0] and "epoch 1 by step 1" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_key_given_by_a_flag_and_by_set_must_agree() -> None:
+    from fgmodels.config import ConfigError
+    from fgmodels.train import build_config, parse_args
+
+    with pytest.raises(ConfigError, match=r"backbone is given twice: --backbone 'test_resnet' and --set "
+                                          r"backbone='test_convnext'.*Fix"):
+        build_config(parse_args(["--backbone", "test_resnet", "--set", "backbone=test_convnext"]))
+    cfg = build_config(parse_args(["--backbone", "test_resnet", "--set", "backbone=test_resnet", "--set", "lr=0.02"]))
+    assert cfg["backbone"] == "test_resnet" and cfg["lr"] == 0.02
