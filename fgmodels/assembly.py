@@ -41,13 +41,9 @@ def build_model(cfg: dict[str, Any], num_classes: int, device: torch.device) -> 
 
 
 def load_data(cfg: dict[str, Any]) -> Any:
-    """The dataset splits of a resolved config, with the pixel cache attached when used.
+    """The dataset splits of a resolved config, with the pixel cache attached when used."""
+    from fgmodels.data import build_datasets
 
-    A dataset folder this machine cannot see (a cluster node without the shared
-    mount) is named with the node before anything is read."""
-    from fgmodels.data import build_datasets, require_local_root
-
-    require_local_root(cfg)
     data = build_datasets(cfg)
     attach_pixel_cache(data, cfg)
     return data

@@ -218,9 +218,15 @@ def run(plan: SearchPlan, space: Any, resume: bool, test: bool = True, data_repo
 
     from search import results, tuner
 
+    from search.leftovers import record_session, stop_leftovers
+
     start = time.time()
+    if resume and not plan.is_remote:
+        stop_leftovers(plan.local_dir)  # what a killed driver of this search left running
     try:
         tuner.init_ray(plan)
+        if not plan.address and not plan.is_remote:
+            record_session(plan.local_dir)
         if tuner.run(plan, space, resume=resume):
             try:
                 found = collect(plan, space)

@@ -34,6 +34,7 @@ def train_trial(config: dict[str, Any], start_log_dir: str | None = None) -> Non
     """Ray function trainable (wrap with ``tune.with_parameters``)."""
     from ray import tune
 
+    from fgmodels.data import require_local_root
     from fgmodels.engine import Trainer, TrialDiverged
     from search import trial_config
     from search.spaces import to_trial_config
@@ -44,7 +45,9 @@ def train_trial(config: dict[str, Any], start_log_dir: str | None = None) -> Non
     workdir = Path.cwd() / f"fit_{trial_id}"
     # Where the trial's config is born: decoded from the searcher's names and
     # resolved (by the Trainer) once; everything downstream reads this one.
-    trainer = Trainer(to_trial_config(config), workdir, progress=False)
+    decoded = to_trial_config(config)
+    require_local_root(decoded)  # a cluster node without the dataset is named before anything is read
+    trainer = Trainer(decoded, workdir, progress=False)
     ckpt_dir = workdir / "checkpoint"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     resolved = trial_config.save(trainer.cfg, ckpt_dir)  # travels in every checkpoint

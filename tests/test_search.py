@@ -237,24 +237,28 @@ def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path, 
             time.sleep(0.5)
         assert proc.poll() is None, "the search ended before it could be interrupted:\n" + (tmp_path / "first.log").read_text()[-3000:]
         assert finished_before_kill, "no trial finished in time:\n" + (tmp_path / "first.log").read_text()[-3000:]
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone: what it leaves behind is the resume's job
         proc.wait(timeout=30)
     finally:
-        time.sleep(2)  # Ray's reaper ends the rest of the group; make sure of it
-        try:
+        if proc.poll() is None:  # the test failed before its kill: leave nothing running
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         log1.close()
     assert proc.returncode == -signal.SIGKILL
     starts_before = _starts(exp)
+    from search.leftovers import SESSION_FILE, session_processes
+
+    session = json.loads((exp / SESSION_FILE).read_text())["session"]
     assert not (exp / "leaderboard.csv").exists()  # it really was cut short
 
     # 2. resume: finished trials are not run again, the rest completes
     done = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--resume", "--storage", str(storage),
                            "--name", name], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=420)
     out = done.stdout + done.stderr
+    leftover = session_processes(session)
+    for pid in leftover:  # never leave them to the next test, even when the assertion below fails
+        os.kill(pid, signal.SIGKILL)
     assert done.returncode == 0, out[-4000:]
+    assert not leftover, f"processes of the killed search's Ray session {session} survived the resume: {leftover}"
     assert "the only test evaluation" in out and "wandb sync" in out
 
     starts = _starts(exp)
