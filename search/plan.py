@@ -265,9 +265,9 @@ def apply_plan(plan: SearchPlan, space: SearchSpace) -> SearchSpace:
     try:
         space = space.smoke() if plan.smoke else space
         space = space.apply_overrides(_applicable(plan.demo_overrides, space), "CPU demo defaults")
-        space = space.apply_overrides(plan.overrides, "--set / plan")
+        space = space.apply_overrides(plan.overrides, "--set")
     except SpaceError as err:
-        raise OptionError(f"--set: {err}") from None
+        raise OptionError(str(err)) from None  # the error already names its source (--set, CPU demo defaults)
     epochs = plan.overrides.get("epochs", plan.max_epochs)
     if int(epochs) != plan.max_epochs:
         raise OptionError(f"--set epochs={epochs} disagrees with --max-epochs {plan.max_epochs}. "
