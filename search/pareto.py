@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from search.objective import METRIC
+from search.objective import METRIC, MODE
+from search.options import Rule
 
 # --objective name -> the key each trial reports (fgmodels.cost.COST_KEYS)
 COSTS: dict[str, str] = {"latency": "cost_ms_per_image", "gflops": "cost_gflops", "params": "cost_params_m"}
@@ -30,6 +31,26 @@ def parse_objective(text: str) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"--objective {text!r} names an objective twice. {fix}")
     return names
+
+
+def _is_objective(text: str) -> bool:
+    try:
+        parse_objective(text)
+    except ValueError:
+        return False
+    return True
+
+
+OBJECTIVE = Rule(str, f"{METRIC} optionally followed by costs to minimise ({', '.join(COSTS)})", _is_objective)
+
+
+def searcher_objective(objective: str) -> tuple[str | list[str], str | list[str]]:
+    """(metric, mode) for the searcher: the plain pair for val_acc alone, lists
+    (one direction per objective) for a multi-objective search."""
+    names = parse_objective(objective)
+    if len(names) == 1:
+        return METRIC, MODE
+    return [METRIC, *(COSTS[n] for n in names[1:])], [MODE, *("min" for _ in names[1:])]
 
 
 def front_costs(objective: Sequence[str]) -> list[str]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from search.objective import METRIC, MODE, TIME_ATTR  # noqa: F401  (read from here by records and callbacks)
 from search.options import (ABOVE_ONE, LOCATES, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, REPLACES,
                             OptionError, flag_of, one_of, option, plan_options)
+from search.pareto import COSTS, OBJECTIVE
 from search.schedulers import SCHEDULERS
 from search.searchers import SEARCHERS
 
@@ -56,6 +57,9 @@ class SearchPlan:
     data_root: str | None = option("dataset folder (cache folder for synthetic)", section="data")
     searcher: str = option("how trial configurations are proposed", demo="tpe", rule=one_of(tuple(SEARCHERS)),
                            cli={"choices": tuple(SEARCHERS)}, section="searcher")
+    objective: str = option(f"what the searcher optimises: {METRIC}, or {METRIC} and test-time costs to minimise "
+                            f"(comma-separated: {', '.join(COSTS)}); the scheduler ranks by {METRIC} alone",
+                            demo=METRIC, rule=OBJECTIVE, fix=f"e.g. --objective {METRIC},latency", section="searcher")
     scheduler: str = option("which trials stop early", demo="asha", rule=one_of(tuple(SCHEDULERS)),
                             cli={"choices": tuple(SCHEDULERS)}, section="scheduler")
     num_samples: int = option("trials to run", demo=8, full=32, rule=POSITIVE_INT, fix="e.g. --num-samples 16",
@@ -299,7 +303,8 @@ def _sections(plan: SearchPlan) -> dict[str, tuple[str, str]]:
             + (" (smoke section applied)" if plan.smoke else ""))
     return {
         "search": ("", f"search {plan.name!r}: {plan.num_samples} trials of space {plan.space!r}"),
-        "searcher": ("searcher", SEARCHERS[plan.searcher].describe(plan)),
+        "searcher": ("searcher", SEARCHERS[plan.searcher].describe(plan)
+                     + ("" if plan.objective == METRIC else f"; objectives {plan.objective} (Pareto search)")),
         "scheduler": ("scheduler", SCHEDULERS[plan.scheduler].describe(plan)),
         "resources": ("resources", _resources(plan)),
         "failures": ("failures", f"a trial whose process or node dies (or that raises) restarts from its last "

@@ -6,6 +6,9 @@
 * ``test_result.json``: the best checkpoint on the TEST split, evaluated ONCE
   (it is never recomputed: an existing file is kept and reported),
 * ``learning_curves.png``, ``knobs_vs_accuracy.png``, ``param_importance.png``,
+* ``pareto.png``: best val_acc against test-time cost, the Pareto front connected
+  (the leaderboard's ``pareto`` column marks the same trials),
+* ``rung_correlation.json`` / ``.png``: how well each epoch's val_acc ranks trials as their end does,
 * ``best_trial_viz/``: the best trial's visualisation PNGs, when its method has any.
 """
 from __future__ import annotations
@@ -19,16 +22,20 @@ from typing import Any
 
 from search import plots
 from search.importance import param_importances
-from search.objective import rank_key
+from fgmodels.cost import COST_KEYS
+from search.objective import METRIC, rank_key
+from search.pareto import COST_LABELS, COSTS, front_costs, pareto_mask, parse_objective
 from search.plan import SearchPlan
 from search.records import COMPLETED, DIVERGED, ERRORED, PRUNED, STATUSES, UNFINISHED, TrialRecord
+from search.rungs import write_rung_correlation
 from search.spaces import SearchSpace
 from search.trainable import VIZ_DIR
 
 LEADERBOARD_CSV, LEADERBOARD_MD, METHODS_CSV = "leaderboard.csv", "leaderboard.md", "leaderboard_by_method.csv"
 BEST_CONFIG, TEST_RESULT = "best_config.yaml", "test_result.json"
 VIZ_COPY = "best_trial_viz"
-PLOTS = {"curves": "learning_curves.png", "knobs": "knobs_vs_accuracy.png", "importance": "param_importance.png"}
+PLOTS = {"curves": "learning_curves.png", "knobs": "knobs_vs_accuracy.png", "importance": "param_importance.png",
+         "pareto": "pareto.png"}
 _STATUS_ORDER = {COMPLETED: 0, PRUNED: 0, UNFINISHED: 1, DIVERGED: 2, ERRORED: 3}
 
 
@@ -53,16 +60,30 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def leaderboard_rows(records: list[TrialRecord]) -> tuple[list[str], list[list[str]]]:
+def on_front(records: list[TrialRecord], costs: list[str]) -> set[str]:
+    """Trial ids on the Pareto front of best val_acc (max) against the named
+    costs (min, :data:`search.pareto.COSTS`), among rankable trials that measured them."""
+    keys = [COSTS[c] for c in costs]
+    usable = [r for r in records if r.ranked and all(k in r.cost for k in keys)]
+    mask = pareto_mask([(r.best_val_acc, *(r.cost[k] for k in keys)) for r in usable])
+    return {r.trial_id for r, keep in zip(usable, mask) if keep}
+
+
+def leaderboard_rows(records: list[TrialRecord], costs: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """The table, best first; ``costs``: those the ``pareto`` column is taken over
+    (default: latency)."""
     knobs: list[str] = []
     for r in records:
         knobs += [k for k in r.knobs if k not in knobs]
-    header = ["rank", "trial_id", "method", *knobs, "best_val_acc", "best_epoch", "epochs_run", "status"]
+    front = on_front(records, costs or front_costs([METRIC]))
+    header = ["rank", "trial_id", "method", *knobs, "best_val_acc", "best_epoch", "epochs_run", "status",
+              *COST_KEYS, "pareto"]
     rows = []
     for i, r in enumerate(rank(records), 1):
         acc = "" if math.isnan(r.best_val_acc) else f"{r.best_val_acc:.4f}"
         rows.append([str(i), r.trial_id, r.method, *[_fmt(r.knobs.get(k)) for k in knobs], acc,
-                     str(r.best_epoch or ""), str(r.epochs_run), r.status])
+                     str(r.best_epoch or ""), str(r.epochs_run), r.status, *[_fmt(r.cost.get(k)) for k in COST_KEYS],
+                     "yes" if r.trial_id in front else "no"])
     return header, rows
 
 
@@ -90,8 +111,8 @@ def method_summary_rows(records: list[TrialRecord]) -> tuple[list[str], list[lis
     return header, rows
 
 
-def write_leaderboard(records: list[TrialRecord], folder: Path) -> str:
-    header, rows = leaderboard_rows(records)
+def write_leaderboard(records: list[TrialRecord], folder: Path, costs: list[str] | None = None) -> str:
+    header, rows = leaderboard_rows(records, costs)
     per_method = len({r.method for r in records}) > 1
     with open(folder / LEADERBOARD_CSV, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -160,22 +181,31 @@ def copy_best_viz(best: TrialRecord, folder: Path) -> Path | None:
 def write_plots(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, folder: Path) -> dict[str, Path]:
     importances = param_importances(space, records)
     (folder / "param_importance.json").write_text(json.dumps(importances, indent=2) + "\n")
+    cost = _front_costs(plan)[0]  # the plot's x axis: the first cost of the front
     return {
         "curves": plots.learning_curves(records, plan.max_epochs, folder / PLOTS["curves"]),
         "knobs": plots.knob_scatter(records, folder / PLOTS["knobs"]),
         "importance": plots.importance_bars(importances, folder / PLOTS["importance"]),
+        "pareto": plots.pareto_scatter(records, COSTS[cost], COST_LABELS[cost], on_front(records, [cost]),
+                                       folder / PLOTS["pareto"]),
     }
+
+
+def _front_costs(plan: SearchPlan) -> list[str]:
+    return front_costs(parse_objective(plan.objective))
 
 
 def summarize(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, test: bool = True) -> dict[str, Any]:
     """Write every artefact and print the leaderboard and the test result."""
     folder = plan.local_dir
     folder.mkdir(parents=True, exist_ok=True)
-    table = write_leaderboard(records, folder)
+    table = write_leaderboard(records, folder, _front_costs(plan))
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
     print("\n" + table)
     print("trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     out: dict[str, Any] = {"records": records, "counts": counts, "plots": write_plots(records, space, plan, folder)}
+    out["rungs"], rung_text = write_rung_correlation(records, plan.max_epochs, folder)
+    print(rung_text)
     best = best_record(records)
     if best is None:
         print("no trial finished an epoch without error: no best config and no test evaluation")
