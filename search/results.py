@@ -5,6 +5,8 @@
 * ``best_config.yaml``: the best trial's resolved config, which ``python -m fgmodels.train --config`` retrains,
 * ``test_result.json``: the best checkpoint on the TEST split, evaluated ONCE
   (it is never recomputed: an existing file is kept and reported),
+* ``ensemble.json`` (``--ensemble K``): the top K trials' averaged softmax on
+  validation beside its best member; ``test_result.json`` then has an ``ensemble`` entry,
 * ``learning_curves.png``, ``knobs_vs_accuracy.png``, ``param_importance.png``,
 * ``pareto.png``: best val_acc against test-time cost, the Pareto front connected
   (the leaderboard's ``pareto`` column marks the same trials),
@@ -20,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from search import plots
+from search import ensemble, plots
 from search.importance import param_importances
 from fgmodels.cost import COST_KEYS
 from search.objective import METRIC, rank_key
@@ -145,8 +147,10 @@ def write_best_config(best: TrialRecord, plan: SearchPlan, folder: Path) -> Path
     return path
 
 
-def evaluate_on_test_once(best: TrialRecord, folder: Path) -> dict[str, Any]:
-    """The ONE evaluation of this search on the test split (kept if it exists)."""
+def evaluate_on_test_once(best: TrialRecord, folder: Path, members: list[TrialRecord] | None = None) -> dict[str, Any]:
+    """The ONE evaluation of this search on the test split (kept if it exists).
+    ``members``: an ensemble chosen on validation (best first, ``best`` among
+    them); each member reads the test split once, the best one included."""
     from fgmodels.engine import evaluate_checkpoint
 
     path = folder / TEST_RESULT
@@ -154,14 +158,21 @@ def evaluate_on_test_once(best: TrialRecord, folder: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) | {"reused": True}
     if best.checkpoint is None:
         raise RuntimeError(f"trial {best.trial_id} has no kept checkpoint to evaluate on the test split")
-    with best.checkpoint.as_directory() as ckpt:
-        metrics = evaluate_checkpoint(ckpt, best.config, split="test")
+    entry = None
+    if members:
+        assert members[0] is best, "the ensemble's first member is the best trial"
+        metrics, entry = ensemble.on_test_split(members)
+    else:
+        with best.checkpoint.as_directory() as ckpt:
+            metrics = evaluate_checkpoint(ckpt, best.config, split="test")
     result = {
         "note": "the only evaluation on the test split in this search; model selection used val_acc only",
         "trial_id": best.trial_id, "method": best.method, "checkpoint": str(best.checkpoint.path),
         "best_epoch": best.best_epoch, "val_acc": best.best_val_acc,
         "test_acc": metrics["acc"], "test_loss": metrics["loss"], "test_images": metrics["n"],
     }
+    if entry is not None:
+        result["ensemble"] = entry
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -215,12 +226,21 @@ def summarize(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, 
     print(f"best trial {best.trial_id} ({best.method}): val_acc {best.best_val_acc:.4f} at epoch {best.best_epoch}")
     print(f"best config: {out['best_config']}  (retrain: python -m fgmodels.train --config {out['best_config']})")
     out["viz"] = copy_best_viz(best, folder)
+    members = ensemble.members_of(rank(records), plan.ensemble) if plan.ensemble else []
+    if plan.ensemble and len(members) < 2:
+        print(f"--ensemble {plan.ensemble}: only {len(members)} trial(s) with a kept checkpoint, no ensemble")
+        members = []
+    if members:
+        out["ensemble"], text = ensemble.write_val_report(members, folder)
+        print(text)
     if counts[UNFINISHED]:
         print("the search is unfinished: continue it with --resume before trusting a test number")
     elif test:
-        result = evaluate_on_test_once(best, folder)
+        result = evaluate_on_test_once(best, folder, members)
         out["test"] = result
         again = " (already evaluated earlier: not recomputed)" if result.get("reused") else ""
         print(f"TEST split (the only test evaluation of this search){again}: acc {result['test_acc']:.4f} "
               f"on {result['test_images']} images -> {folder / TEST_RESULT}")
+        if "ensemble" in result:
+            print(f"TEST split, ensemble of the top {result['ensemble']['k']}: acc {result['ensemble']['test_acc']:.4f}")
     return out
