@@ -55,3 +55,15 @@ def test_gholm_predict_is_charged_for_its_crop_and_cam_backward() -> None:
     # Grad-CAM backward through the head, whose one matmul is d(logits)/d(features):
     # 2 x classes x features per image (the norm and pooling count no FLOPs)
     assert raw > 0 and both - 2 * raw == 2 * 4 * model.backbone.num_features
+
+
+def test_the_tally_equals_torchs_flop_counter_on_a_plain_backbone() -> None:
+    import timm
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = timm.create_model("test_resnet", num_classes=5).eval()
+    images = torch.randn(2, 3, 32, 32)
+    reference = FlopCounterMode(display=False)
+    with torch.no_grad(), reference:
+        model(images)
+    assert count_flops(model, images) == reference.get_total_flops() > 0
