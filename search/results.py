@@ -8,7 +8,7 @@
 * ``ensemble.json`` (``--ensemble K``): the top K trials' averaged softmax on
   validation beside its best member; ``test_result.json`` then has an ``ensemble`` entry,
 * ``learning_curves.png``, ``knobs_vs_accuracy.png``, ``param_importance.png``,
-* ``pareto.png``: best val_acc against test-time cost, the Pareto front connected
+* ``pareto.png``: best val_acc against the first cost of the front, the front connected
   (the leaderboard's ``pareto`` column marks the same trials),
 * ``rung_correlation.json`` / ``.png``: how well each epoch's val_acc ranks trials as their end does,
 * ``best_trial_viz/``: the best trial's visualisation PNGs, when its method has any.
@@ -22,9 +22,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from fgmodels.cost import COST_KEYS
 from search import ensemble, plots
 from search.importance import param_importances
-from fgmodels.cost import COST_KEYS
 from search.objective import METRIC, rank_key
 from search.pareto import COST_LABELS, COSTS, front_costs, pareto_mask, parse_objective
 from search.plan import SearchPlan
@@ -192,12 +192,13 @@ def copy_best_viz(best: TrialRecord, folder: Path) -> Path | None:
 def write_plots(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, folder: Path) -> dict[str, Path]:
     importances = param_importances(space, records)
     (folder / "param_importance.json").write_text(json.dumps(importances, indent=2) + "\n")
-    cost = _front_costs(plan)[0]  # the plot's x axis: the first cost of the front
+    costs = _front_costs(plan)
+    cost = costs[0]  # the plot's x axis: the first cost of the front; the front is the leaderboard's
     return {
         "curves": plots.learning_curves(records, plan.max_epochs, folder / PLOTS["curves"]),
         "knobs": plots.knob_scatter(records, folder / PLOTS["knobs"]),
         "importance": plots.importance_bars(importances, folder / PLOTS["importance"]),
-        "pareto": plots.pareto_scatter(records, COSTS[cost], COST_LABELS[cost], on_front(records, [cost]),
+        "pareto": plots.pareto_scatter(records, COSTS[cost], COST_LABELS[cost], on_front(records, costs),
                                        folder / PLOTS["pareto"]),
     }
 
