@@ -6,6 +6,9 @@ For every epoch e, the Spearman rank correlation between val_acc at e and
 * ``final``: val_acc at the last epoch, over the trials that ran every epoch;
 * ``best``: the trial's best val_acc, over the rankable trials that reached e
   (pruned ones included, so early rungs are not judged on survivors only).
+  It flatters early epochs: a trial stopped at epoch e often has its best
+  at e, so it agrees with itself there. ``final`` is the clean measure; it
+  needs at least 3 trials that ran every epoch.
 
 A rung whose correlation is near 1 ranks trials as their end does: stopping
 there loses little. Written to ``rung_correlation.json`` and drawn in

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,11 @@ def test_a_real_search_reports_costs_front_rungs_and_its_ensemble(tmp_path: Path
     exp = tmp_path / "r" / "ens"
     rows = list(csv.DictReader((exp / "leaderboard.csv").open()))
     assert len(rows) == 4
+    with next(exp.glob("searcher-state-*.pkl")).open("rb") as fh:  # what Ray's OptunaSearch saved
+        study = pickle.load(fh)["_ot_study"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]  # val_acc up, ms per image down
+    told = [t.values for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(told) == 4 and all(len(v) == 2 and v[1] > 0 for v in told), told
     for row in rows:  # every trial ran an epoch: every one measured its cost
         assert float(row["cost_ms_per_image"]) > 0 and float(row["cost_params_m"]) > 0, row
         assert float(row["cost_gflops"]) > 0 and row["pareto"] in ("yes", "no"), row
