@@ -9,6 +9,9 @@ Ray retry. The trial's config is decoded and resolved here, once: saved as
 (see :mod:`search.trial_config`). If the method offers ``visualize``, the
 images of the trial's best epoch so far are saved as PNGs inside the
 checkpoint (``viz/``), where the W&B callback and the results step find them.
+After its first epoch the trial measures its test-time cost once
+(:mod:`fgmodels.cost`); every later report carries it, as a multi-objective
+searcher requires.
 """
 from __future__ import annotations
 
