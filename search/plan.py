@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from search.objective import METRIC, MODE, TIME_ATTR  # noqa: F401  (read from here by records and callbacks)
 from search.options import (ABOVE_ONE, LOCATES, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, REPLACES,
                             OptionError, flag_of, one_of, option, plan_options)
+from search.pareto import COSTS, OBJECTIVE
 from search.schedulers import SCHEDULERS
 from search.searchers import SEARCHERS
 
@@ -56,6 +57,9 @@ class SearchPlan:
     data_root: str | None = option("dataset folder (cache folder for synthetic)", section="data")
     searcher: str = option("how trial configurations are proposed", demo="tpe", rule=one_of(tuple(SEARCHERS)),
                            cli={"choices": tuple(SEARCHERS)}, section="searcher")
+    objective: str = option(f"what the searcher optimises: {METRIC}, or {METRIC} and test-time costs to minimise "
+                            f"(comma-separated: {', '.join(COSTS)}); the scheduler ranks by {METRIC} alone",
+                            demo=METRIC, rule=OBJECTIVE, fix=f"e.g. --objective {METRIC},latency", section="searcher")
     scheduler: str = option("which trials stop early", demo="asha", rule=one_of(tuple(SCHEDULERS)),
                             cli={"choices": tuple(SCHEDULERS)}, section="scheduler")
     num_samples: int = option("trials to run", demo=8, full=32, rule=POSITIVE_INT, fix="e.g. --num-samples 16",
@@ -100,6 +104,10 @@ class SearchPlan:
                                    "the top K by val_acc; the others' are deleted as soon as they end",
                                    demo=DEFAULT_KEEP, rule=POSITIVE_INT, fix=f"e.g. --keep-checkpoints {DEFAULT_KEEP}",
                                    section="storage")
+    ensemble: int = option("after the search, average the softmax of the top K trials' best checkpoints; its val "
+                           "accuracy is reported beside the best trial's and it joins the single test evaluation "
+                           "(0: off; needs --keep-checkpoints >= K)", demo=0, rule=NON_NEGATIVE_INT,
+                           fix="e.g. --ensemble 3 (0: no ensemble)", section="storage")
     plugins: list[str] = option("a Python file or module that registers methods, imported by the driver and by "
                                 "every trial (repeatable)", flag="--plugin", section="plugins",
                                 cli={"action": "append", "metavar": "PATH_OR_MODULE"})
@@ -230,6 +238,10 @@ def _check_cross_rules(v: dict[str, Any], gpus: int, cpus: int) -> None:
         if cpt > cpus:
             raise OptionError(f"--cpus-per-trial {cpt:g} but this machine has {cpus} CPU(s): no trial could start. "
                               f"Fix: --cpus-per-trial <= {cpus}")
+    if v["ensemble"] == 1 or v["ensemble"] > v["keep_checkpoints"]:
+        raise OptionError(f"--ensemble {v['ensemble']} needs at least 2 members whose checkpoints are kept "
+                          f"(--keep-checkpoints {v['keep_checkpoints']}). Fix: --ensemble 0, or --ensemble K with "
+                          f"2 <= K <= --keep-checkpoints (raise it with --keep-checkpoints K)")
     if not NAME_RE.match(v["name"]):
         raise OptionError(f"--name {v['name']!r} must be letters, digits, '_', '.' or '-' (no '/'). Fix: e.g. --name gholm-cub-1")
 
@@ -299,7 +311,8 @@ def _sections(plan: SearchPlan) -> dict[str, tuple[str, str]]:
             + (" (smoke section applied)" if plan.smoke else ""))
     return {
         "search": ("", f"search {plan.name!r}: {plan.num_samples} trials of space {plan.space!r}"),
-        "searcher": ("searcher", SEARCHERS[plan.searcher].describe(plan)),
+        "searcher": ("searcher", SEARCHERS[plan.searcher].describe(plan)
+                     + ("" if plan.objective == METRIC else f"; objectives {plan.objective} (Pareto search)")),
         "scheduler": ("scheduler", SCHEDULERS[plan.scheduler].describe(plan)),
         "resources": ("resources", _resources(plan)),
         "failures": ("failures", f"a trial whose process or node dies (or that raises) restarts from its last "
@@ -307,7 +320,8 @@ def _sections(plan: SearchPlan) -> dict[str, tuple[str, str]]:
                                  f"data error before its first epoch: at once); the search goes on"),
         "data": ("data", data),
         "storage": ("storage", plan.experiment_path + (f" (artefacts in {plan.local_dir})" if plan.is_remote else "")
-                    + f"; full checkpoints kept for the top {plan.keep_checkpoints} finished trial(s)"),
+                    + f"; full checkpoints kept for the top {plan.keep_checkpoints} finished trial(s)"
+                    + (f"; ensemble of the top {plan.ensemble} after the search" if plan.ensemble else "")),
         "wandb": ("W&B", plan.wandb),
         "plugins": ("plugins", ", ".join(plan.plugins)),
     }

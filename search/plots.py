@@ -108,6 +108,57 @@ def knob_scatter(records: list[TrialRecord], path: Path) -> Path:
     return _save(fig, path)
 
 
+def pareto_scatter(records: list[TrialRecord], cost_key: str, cost_label: str, front: set[str], path: Path) -> Path:
+    """Best val_acc against one test-time cost, one colour per method; the
+    trials on the Pareto front ringed and connected in order of cost."""
+    colours = _colours(records)
+    usable = [r for r in records if r.ranked and cost_key in r.cost]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if not usable:
+        ax.text(0.5, 0.5, "no trial finished an epoch with a measured cost", ha="center", va="center", fontsize=10)
+        ax.axis("off")
+        return _save(fig, path)
+    for method, colour in colours.items():
+        mine = [r for r in usable if r.method == method]
+        if mine:
+            ax.scatter([r.cost[cost_key] for r in mine], [r.best_val_acc for r in mine], color=colour, label=method,
+                       zorder=3)
+    best = sorted((r for r in usable if r.trial_id in front), key=lambda r: (r.cost[cost_key], -r.best_val_acc))
+    ax.plot([r.cost[cost_key] for r in best], [r.best_val_acc for r in best], "-", color="black", linewidth=1,
+            zorder=2, label="Pareto front")
+    ax.scatter([r.cost[cost_key] for r in best], [r.best_val_acc for r in best], s=120, facecolors="none",
+               edgecolors="black", zorder=4)
+    ax.set_xlabel(cost_label)
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title(f"accuracy vs cost: {len(best)} of {len(usable)} trials on the Pareto front", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def rung_correlation_plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Spearman correlation of val_acc at each epoch with the end (see
+    :mod:`search.rungs`); epochs with too few trials are left out."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, label, style in (("final", "with the final val_acc (trials that ran every epoch)", "o-"),
+                              ("best", "with the best val_acc (every rankable trial that reached the epoch)", "s--")):
+        points = [(r["epoch"], r[key]) for r in rows if r[key] is not None]
+        if points:
+            ax.plot(*zip(*points), style, label=label)
+    if not any(r["final"] is not None or r["best"] is not None for r in rows):
+        ax.text(0.5, 0.5, "too few trials per epoch for a rank correlation", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlabel("epoch (a possible rung)")
+    ax.set_ylabel("Spearman rank correlation")
+    ax.set_ylim(-1.05, 1.05)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_title("where the pruning signal is: does an early epoch rank trials as their end does?", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def importance_bars(importances: dict[str, dict[str, float]], path: Path) -> Path:
     """Horizontal bars; one group per method when there are several (the
     overall group then shows only the method choice: each method's knobs are

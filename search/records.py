@@ -43,6 +43,7 @@ class TrialRecord:
     checkpoint: Any = None  # ray.tune.Checkpoint of the best epoch (kept by CheckpointConfig)
     path: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)  # fgmodels.cost.COST_KEYS -> value, once an epoch ran
 
     @property
     def ranked(self) -> bool:
@@ -68,6 +69,20 @@ def curve_from_rows(rows: list[dict[str, Any]]) -> tuple[list[tuple[int, float]]
             continue
         by_epoch[int(epoch)] = float(value)
     return sorted(by_epoch.items()), diverged, message
+
+
+def cost_from_rows(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The trial's test-time cost (:mod:`fgmodels.cost`): the last measured
+    value of each key (a resumed trial measures again, on its new device)."""
+    from fgmodels.cost import COST_KEYS
+
+    cost: dict[str, float] = {}
+    for row in rows:
+        for key in COST_KEYS:
+            value = row.get(key)
+            if value is not None and not _isnan(value):
+                cost[key] = float(value)
+    return cost
 
 
 def status_of(ray_status: str, diverged: bool, epochs_run: int, max_epochs: int,
@@ -110,7 +125,7 @@ def make_record(trial_id: str, ray_status: str, ray_config: Mapping[str, Any], r
         keys = []
     return TrialRecord(trial_id=trial_id, method=method, config=config, knobs={k: config.get(k) for k in keys},
                        curve=curve, status=status, best_val_acc=best, best_epoch=best_epoch, epochs_run=epochs_run,
-                       message=message)
+                       message=message, cost=cost_from_rows(rows))
 
 
 def _proposal(space: SearchSpace, ray_config: Mapping[str, Any]) -> dict[str, Any]:

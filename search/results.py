@@ -5,7 +5,12 @@
 * ``best_config.yaml``: the best trial's resolved config, which ``python -m fgmodels.train --config`` retrains,
 * ``test_result.json``: the best checkpoint on the TEST split, evaluated ONCE
   (it is never recomputed: an existing file is kept and reported),
+* ``ensemble.json`` (``--ensemble K``): the top K trials' averaged softmax on
+  validation beside its best member; ``test_result.json`` then has an ``ensemble`` entry,
 * ``learning_curves.png``, ``knobs_vs_accuracy.png``, ``param_importance.png``,
+* ``pareto.png``: best val_acc against the first cost of the front, the front connected
+  (the leaderboard's ``pareto`` column marks the same trials),
+* ``rung_correlation.json`` / ``.png``: how well each epoch's val_acc ranks trials as their end does,
 * ``best_trial_viz/``: the best trial's visualisation PNGs, when its method has any.
 """
 from __future__ import annotations
@@ -17,18 +22,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from search import plots
+from fgmodels.cost import COST_KEYS
+from search import ensemble, plots
 from search.importance import param_importances
-from search.objective import rank_key
+from search.objective import METRIC, rank_key
+from search.pareto import COST_LABELS, COSTS, front_costs, pareto_mask, parse_objective
 from search.plan import SearchPlan
 from search.records import COMPLETED, DIVERGED, ERRORED, PRUNED, STATUSES, UNFINISHED, TrialRecord
+from search.rungs import write_rung_correlation
 from search.spaces import SearchSpace
 from search.trainable import VIZ_DIR
 
 LEADERBOARD_CSV, LEADERBOARD_MD, METHODS_CSV = "leaderboard.csv", "leaderboard.md", "leaderboard_by_method.csv"
 BEST_CONFIG, TEST_RESULT = "best_config.yaml", "test_result.json"
 VIZ_COPY = "best_trial_viz"
-PLOTS = {"curves": "learning_curves.png", "knobs": "knobs_vs_accuracy.png", "importance": "param_importance.png"}
+PLOTS = {"curves": "learning_curves.png", "knobs": "knobs_vs_accuracy.png", "importance": "param_importance.png",
+         "pareto": "pareto.png"}
 _STATUS_ORDER = {COMPLETED: 0, PRUNED: 0, UNFINISHED: 1, DIVERGED: 2, ERRORED: 3}
 
 
@@ -53,16 +62,30 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def leaderboard_rows(records: list[TrialRecord]) -> tuple[list[str], list[list[str]]]:
+def on_front(records: list[TrialRecord], costs: list[str]) -> set[str]:
+    """Trial ids on the Pareto front of best val_acc (max) against the named
+    costs (min, :data:`search.pareto.COSTS`), among rankable trials that measured them."""
+    keys = [COSTS[c] for c in costs]
+    usable = [r for r in records if r.ranked and all(k in r.cost for k in keys)]
+    mask = pareto_mask([(r.best_val_acc, *(r.cost[k] for k in keys)) for r in usable])
+    return {r.trial_id for r, keep in zip(usable, mask) if keep}
+
+
+def leaderboard_rows(records: list[TrialRecord], costs: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """The table, best first; ``costs``: those the ``pareto`` column is taken over
+    (default: latency)."""
     knobs: list[str] = []
     for r in records:
         knobs += [k for k in r.knobs if k not in knobs]
-    header = ["rank", "trial_id", "method", *knobs, "best_val_acc", "best_epoch", "epochs_run", "status"]
+    front = on_front(records, costs or front_costs([METRIC]))
+    header = ["rank", "trial_id", "method", *knobs, "best_val_acc", "best_epoch", "epochs_run", "status",
+              *COST_KEYS, "pareto"]
     rows = []
     for i, r in enumerate(rank(records), 1):
         acc = "" if math.isnan(r.best_val_acc) else f"{r.best_val_acc:.4f}"
         rows.append([str(i), r.trial_id, r.method, *[_fmt(r.knobs.get(k)) for k in knobs], acc,
-                     str(r.best_epoch or ""), str(r.epochs_run), r.status])
+                     str(r.best_epoch or ""), str(r.epochs_run), r.status, *[_fmt(r.cost.get(k)) for k in COST_KEYS],
+                     "yes" if r.trial_id in front else "no"])
     return header, rows
 
 
@@ -90,8 +113,8 @@ def method_summary_rows(records: list[TrialRecord]) -> tuple[list[str], list[lis
     return header, rows
 
 
-def write_leaderboard(records: list[TrialRecord], folder: Path) -> str:
-    header, rows = leaderboard_rows(records)
+def write_leaderboard(records: list[TrialRecord], folder: Path, costs: list[str] | None = None) -> str:
+    header, rows = leaderboard_rows(records, costs)
     per_method = len({r.method for r in records}) > 1
     with open(folder / LEADERBOARD_CSV, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -124,8 +147,10 @@ def write_best_config(best: TrialRecord, plan: SearchPlan, folder: Path) -> Path
     return path
 
 
-def evaluate_on_test_once(best: TrialRecord, folder: Path) -> dict[str, Any]:
-    """The ONE evaluation of this search on the test split (kept if it exists)."""
+def evaluate_on_test_once(best: TrialRecord, folder: Path, members: list[TrialRecord] | None = None) -> dict[str, Any]:
+    """The ONE evaluation of this search on the test split (kept if it exists).
+    ``members``: an ensemble chosen on validation (best first, ``best`` among
+    them); each member reads the test split once, the best one included."""
     from fgmodels.engine import evaluate_checkpoint
 
     path = folder / TEST_RESULT
@@ -133,14 +158,21 @@ def evaluate_on_test_once(best: TrialRecord, folder: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) | {"reused": True}
     if best.checkpoint is None:
         raise RuntimeError(f"trial {best.trial_id} has no kept checkpoint to evaluate on the test split")
-    with best.checkpoint.as_directory() as ckpt:
-        metrics = evaluate_checkpoint(ckpt, best.config, split="test")
+    entry = None
+    if members:
+        assert members[0] is best, "the ensemble's first member is the best trial"
+        metrics, entry = ensemble.on_test_split(members)
+    else:
+        with best.checkpoint.as_directory() as ckpt:
+            metrics = evaluate_checkpoint(ckpt, best.config, split="test")
     result = {
         "note": "the only evaluation on the test split in this search; model selection used val_acc only",
         "trial_id": best.trial_id, "method": best.method, "checkpoint": str(best.checkpoint.path),
         "best_epoch": best.best_epoch, "val_acc": best.best_val_acc,
         "test_acc": metrics["acc"], "test_loss": metrics["loss"], "test_images": metrics["n"],
     }
+    if entry is not None:
+        result["ensemble"] = entry
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -160,22 +192,32 @@ def copy_best_viz(best: TrialRecord, folder: Path) -> Path | None:
 def write_plots(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, folder: Path) -> dict[str, Path]:
     importances = param_importances(space, records)
     (folder / "param_importance.json").write_text(json.dumps(importances, indent=2) + "\n")
+    costs = _front_costs(plan)
+    cost = costs[0]  # the plot's x axis: the first cost of the front; the front is the leaderboard's
     return {
         "curves": plots.learning_curves(records, plan.max_epochs, folder / PLOTS["curves"]),
         "knobs": plots.knob_scatter(records, folder / PLOTS["knobs"]),
         "importance": plots.importance_bars(importances, folder / PLOTS["importance"]),
+        "pareto": plots.pareto_scatter(records, COSTS[cost], COST_LABELS[cost], on_front(records, costs),
+                                       folder / PLOTS["pareto"]),
     }
+
+
+def _front_costs(plan: SearchPlan) -> list[str]:
+    return front_costs(parse_objective(plan.objective))
 
 
 def summarize(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, test: bool = True) -> dict[str, Any]:
     """Write every artefact and print the leaderboard and the test result."""
     folder = plan.local_dir
     folder.mkdir(parents=True, exist_ok=True)
-    table = write_leaderboard(records, folder)
+    table = write_leaderboard(records, folder, _front_costs(plan))
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
     print("\n" + table)
     print("trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     out: dict[str, Any] = {"records": records, "counts": counts, "plots": write_plots(records, space, plan, folder)}
+    out["rungs"], rung_text = write_rung_correlation(records, plan.max_epochs, folder)
+    print(rung_text)
     best = best_record(records)
     if best is None:
         print("no trial finished an epoch without error: no best config and no test evaluation")
@@ -185,12 +227,21 @@ def summarize(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, 
     print(f"best trial {best.trial_id} ({best.method}): val_acc {best.best_val_acc:.4f} at epoch {best.best_epoch}")
     print(f"best config: {out['best_config']}  (retrain: python -m fgmodels.train --config {out['best_config']})")
     out["viz"] = copy_best_viz(best, folder)
+    members = ensemble.members_of(rank(records), plan.ensemble) if plan.ensemble else []
+    if plan.ensemble and len(members) < 2:
+        print(f"--ensemble {plan.ensemble}: only {len(members)} trial(s) with a kept checkpoint, no ensemble")
+        members = []
+    if members:
+        out["ensemble"], text = ensemble.write_val_report(members, folder)
+        print(text)
     if counts[UNFINISHED]:
         print("the search is unfinished: continue it with --resume before trusting a test number")
     elif test:
-        result = evaluate_on_test_once(best, folder)
+        result = evaluate_on_test_once(best, folder, members)
         out["test"] = result
         again = " (already evaluated earlier: not recomputed)" if result.get("reused") else ""
         print(f"TEST split (the only test evaluation of this search){again}: acc {result['test_acc']:.4f} "
               f"on {result['test_images']} images -> {folder / TEST_RESULT}")
+        if "ensemble" in result:
+            print(f"TEST split, ensemble of the top {result['ensemble']['k']}: acc {result['ensemble']['test_acc']:.4f}")
     return out

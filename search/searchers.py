@@ -3,14 +3,13 @@
 One entry per algorithm in :data:`SEARCHERS`; the plan records the name, the
 tuner builds the entry, the plan printout asks it for its line. Every searcher
 proposes the space's ``first`` points before anything of its own, maximises
-the one objective (:mod:`search.objective`) and draws from the plan's seed.
+the one objective (:mod:`search.objective`), or with ``--objective`` also
+minimises test-time costs (:mod:`search.pareto`), and draws from the plan's seed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
-
-from search.objective import METRIC, MODE
 
 if TYPE_CHECKING:
     from search.plan import SearchPlan
@@ -30,8 +29,11 @@ def optuna_searcher(sampler: Callable[[int], Any]) -> Callable[["SearchPlan", "S
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        from search.pareto import searcher_objective
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return OptunaSearch(space=space.define_by_run, metric=METRIC, mode=MODE, sampler=sampler(plan.seed),
+        metric, mode = searcher_objective(plan.objective)  # val_acc, or val_acc and costs (several directions)
+        return OptunaSearch(space=space.define_by_run, metric=metric, mode=mode, sampler=sampler(plan.seed),
                             points_to_evaluate=space.points_to_evaluate() or None)
     return build
 

@@ -9,6 +9,9 @@ Ray retry. The trial's config is decoded and resolved here, once: saved as
 (see :mod:`search.trial_config`). If the method offers ``visualize``, the
 images of the trial's best epoch so far are saved as PNGs inside the
 checkpoint (``viz/``), where the W&B callback and the results step find them.
+After its first epoch the trial measures its test-time cost once
+(:mod:`fgmodels.cost`); every later report carries it, as a multi-objective
+searcher requires.
 """
 from __future__ import annotations
 
@@ -68,6 +71,7 @@ def train_trial(config: dict[str, Any], start_log_dir: str | None = None) -> Non
     _log_start(start_log_dir, trial_id, trainer.start_epoch, checkpoint is not None, node_id)
 
     viz = _Visualizer(trainer)
+    cost: dict[str, float] = {}  # measured once, after this run's first epoch; rides on every later report
 
     def on_epoch_end(metrics: dict[str, Any], checkpoint_dir: Path) -> None:
         epoch = int(metrics["epoch"])  # 1-based: epochs completed
@@ -80,6 +84,9 @@ def train_trial(config: dict[str, Any], start_log_dir: str | None = None) -> Non
         record["diverged"] = False
         record["node_id"] = node_id  # which cluster node ran this epoch (Ray adds node_ip, hostname)
         record["resumed_from_epoch"] = resumed_from
+        if not cost:
+            cost.update(_measure_cost(trainer))
+        record.update(cost)
         report(record, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     try:
@@ -95,7 +102,31 @@ def train_trial(config: dict[str, Any], start_log_dir: str | None = None) -> Non
             "best_val_acc": max(trainer.best_val_acc, 0.0),
             "diverged": True,
             "error_message": str(err),
+            **(cost or _unmeasured()),
         })
+
+
+def _measure_cost(trainer: Any) -> dict[str, float]:
+    """Test-time cost of the trial's model (:mod:`fgmodels.cost`) on one
+    validation batch as evaluation loads it; never fails the trial."""
+    from fgmodels.cost import measure_cost
+    from fgmodels.runtime import autocast_for, to_device
+
+    try:
+        images, labels = next(iter(trainer.val_loader))  # as evaluation sees them (device, layout)
+        images, _ = to_device(images, labels, trainer.device, trainer.cfg)
+        return measure_cost(trainer.model, images, lambda: autocast_for(trainer.cfg, trainer.device))
+    except Exception as err:  # a cost column is never worth a failed trial
+        log.warning("test-time cost not measured: %s", err)
+        return _unmeasured()
+
+
+def _unmeasured() -> dict[str, float]:
+    """NaN costs: every report carries the cost keys (a multi-objective searcher
+    requires them in each result); records skip NaN."""
+    from fgmodels.cost import COST_KEYS
+
+    return dict.fromkeys(COST_KEYS, float("nan"))
 
 
 def _node_id() -> str:
