@@ -200,7 +200,17 @@ def resolve_plan(opts: dict[str, Any], space: SearchSpace, gpus: int | None = No
     overrides.update(opts.get("overrides") or {})
     demo = dict(CPU_OVERRIDES) if cpu_demo and v["smoke"] else {}
     plan = SearchPlan(**v, demo_overrides=demo, overrides=overrides)
-    return plan, apply_plan(plan, space)
+    applied = apply_plan(plan, space)
+    return fit_algorithms(plan, applied, num_samples_given=opts.get("num_samples") is not None), applied
+
+
+def fit_algorithms(plan: SearchPlan, space: SearchSpace, num_samples_given: bool) -> SearchPlan:
+    """The searcher and the scheduler check that they can work on this space
+    and with each other (OptionError with the reason); the searcher may settle
+    the number of trials (a grid runs each point once)."""
+    plan = SEARCHERS[plan.searcher].fit(plan, space, num_samples_given)
+    SCHEDULERS[plan.scheduler].fit(plan, space)
+    return plan
 
 
 def _resolve_data(data: str, data_root: str | None) -> tuple[str, str | None]:
