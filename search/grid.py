@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from optuna.samplers import GridSampler
+
 from search.options import OptionError
 
 if TYPE_CHECKING:
@@ -46,3 +48,46 @@ def space_grid(space: "SearchSpace") -> dict[str, list[Any]]:
 
 def grid_size(grid: dict[str, list[Any]]) -> int:
     return math.prod(len(v) for v in grid.values())
+
+
+class FirstAwareGridSampler(GridSampler):
+    """Optuna's GridSampler that visits the grid in order and counts a
+    ``first`` point lying on the grid as that point's visit (Optuna's own runs
+    it again); a first point off the grid is one extra trial. Reads
+    GridSampler's internals as of Optuna 5.0 (pinned in pyproject.toml)."""
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        if "grid_id" in trial.system_attrs:
+            return
+        fixed = trial.system_attrs.get("fixed_params")
+        if fixed is not None:
+            grid_id = self._grid_id_of(fixed)
+            if grid_id is None:
+                return
+        else:
+            unvisited = self._get_unvisited_grid_ids(study)
+            if not unvisited:  # exhausted: Optuna re-evaluates a random point and stops
+                return super().before_trial(study, trial)
+            grid_id = min(unvisited)
+        study._storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
+        study._storage.set_trial_system_attr(trial._trial_id, "grid_id", grid_id)
+
+    def _grid_id_of(self, point: dict[str, Any]) -> int | None:
+        values = [point.get(name) for name in self._param_names]
+        for i, cell in enumerate(self._all_grids):
+            if all(self._grid_value_equal(a, b) for a, b in zip(cell, values)):
+                return i
+        return None
+
+
+def first_points_off_grid(space: "SearchSpace", grid: dict[str, list[Any]]) -> int:
+    """How many of the space's first points are not grid points (each one extra trial)."""
+    def on_grid(point: dict[str, Any]) -> bool:
+        return all(any(_same(point[name], v) for v in values) for name, values in grid.items())
+    return sum(not on_grid(p) for p in space.points_to_evaluate())
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b

@@ -88,19 +88,19 @@ def _describe_tpe(plan: "SearchPlan") -> str:
 
 # ---------------------------------------------------------------- grid
 def _grid(plan: "SearchPlan", space: "SearchSpace") -> Any:
-    import optuna
+    from search.grid import FirstAwareGridSampler, space_grid
 
-    from search.grid import space_grid
-
-    return optuna.samplers.GridSampler(space_grid(space), seed=plan.seed)
+    return FirstAwareGridSampler(space_grid(space), seed=plan.seed)
 
 
 def _fit_grid(plan: "SearchPlan", space: "SearchSpace", given: bool) -> "SearchPlan":
-    """The grid runs each point once, after the space's first points: that many
-    trials by default, and at most that many."""
-    from search.grid import grid_size, space_grid
+    """The grid runs each point once in order, after the space's first points (a
+    first point on the grid is that point's run): that many trials by default,
+    and at most that many."""
+    from search.grid import first_points_off_grid, grid_size, space_grid
 
-    whole = grid_size(space_grid(space)) + len(space.first)
+    grid = space_grid(space)
+    whole = grid_size(grid) + first_points_off_grid(space, grid)
     return replace(plan, num_samples=min(plan.num_samples, whole) if given else whole)
 
 
@@ -153,7 +153,7 @@ SEARCHERS: dict[str, Searcher] = {
         f"(seed {p.seed}), {FIRST}")),
     "grid": Searcher(build=optuna_searcher(_grid), fit=_fit_grid, describe=lambda p: (
         f"Optuna grid over every choice and step of the space: {p.num_samples} trial(s) = the `first` point(s), "
-        f"then each grid point once (--num-samples defaults to that and is capped at it)")),
+        f"then every other grid point once, in order (--num-samples defaults to that and is capped at it)")),
     "cmaes": Searcher(build=optuna_searcher(_cmaes), fit=needs("cmaes", "cmaes"), describe=lambda p: (
         f"Optuna CMA-ES (seed {p.seed}) on the numeric knobs, choices drawn at random; {FIRST}")),
     "gp": Searcher(build=optuna_searcher(_gp), fit=needs("gp", "scipy", "torch"), describe=lambda p: (

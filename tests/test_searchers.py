@@ -76,17 +76,30 @@ def test_every_searcher_proposes_the_first_point_first_then_only_configs_of_the_
     assert len({tuple(sorted((k, c[k]) for k in params)) for c in configs}) >= 4  # not one point over and over
 
 
-def test_grid_runs_the_first_point_then_exactly_every_grid_point(tmp_path: Path) -> None:
+def test_grid_runs_the_first_point_then_exactly_every_other_grid_point(tmp_path: Path) -> None:
     plan, space = plan_for(write_space(tmp_path, first=FIRST), tmp_path, searcher="grid")
     size = len(list(itertools.product(*GRID.values())))
-    assert plan.num_samples == size + 1  # the default: first point + every grid point
+    assert plan.num_samples == size  # the default: every grid point once, the first point (on the grid) first
     configs = proposals(plan, space, plan.num_samples)
     assert {k: configs[0][k] for k in GRID} == FIRST
-    seen = [tuple(c[k] for k in GRID) for c in configs[1:]]
+    seen = [tuple(c[k] for k in GRID) for c in configs]
     assert sorted(seen) == sorted(itertools.product(*GRID.values()))  # each point once, nothing else
     # --num-samples is capped at the grid, or kept when smaller
-    assert plan_for(write_space(tmp_path, first=FIRST), tmp_path, searcher="grid", num_samples=500)[0].num_samples == 19
+    assert plan_for(write_space(tmp_path, first=FIRST), tmp_path, searcher="grid", num_samples=500)[0].num_samples == 18
     assert plan_for(write_space(tmp_path, first=FIRST), tmp_path, searcher="grid", num_samples=5)[0].num_samples == 5
+
+
+def test_a_first_point_off_the_grid_is_one_extra_trial(tmp_path: Path) -> None:
+    params = {**GRID_PARAMS, "lr": {"type": "choice", "values": [1.0e-3, 1.0e-2]}}
+    off = {**FIRST, "lr": 1.0e-3, "drop_rate": 0.3}  # 0.3 is inside drop_rate's range, between its steps
+    params["drop_rate"] = {"type": "uniform", "low": 0.0, "high": 0.5, "step": 0.25}
+    plan, space = plan_for(write_space(tmp_path, params, first=off), tmp_path, searcher="grid")
+    assert plan.num_samples == 36 + 1
+    configs = proposals(plan, space, plan.num_samples)
+    assert {k: configs[0][k] for k in off} == off
+    keys = [*GRID, "lr"]
+    assert sorted(tuple(c[k] for k in keys) for c in configs[1:]) == \
+        sorted(itertools.product(*GRID.values(), [1.0e-3, 1.0e-2]))
 
 
 def test_grid_refuses_a_knob_without_a_finite_grid_naming_it(tmp_path: Path) -> None:
@@ -118,9 +131,9 @@ def test_dry_run_shows_the_pair_and_the_grid_size(tmp_path: Path) -> None:
                         "median", "--dry-run", "--storage", str(tmp_path / "r"), "--no-smoke", "--max-epochs", "2"],
                        tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "searcher   Optuna grid over every choice and step of the space: 19 trial(s)" in done.stdout
+    assert "searcher   Optuna grid over every choice and step of the space: 18 trial(s)" in done.stdout
     assert "scheduler  median stopping rule on val_acc (max)" in done.stdout
-    assert "19 trials of space" in done.stdout
+    assert "18 trials of space" in done.stdout
 
 
 def test_cmaes_without_its_package_is_refused_with_the_install_fix(tmp_path: Path) -> None:
