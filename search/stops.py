@@ -5,7 +5,8 @@ or a scheduler stopped it at a rung. Re-inferring the reason later ("fewer
 epochs than the budget, so it was pruned") ties every reader to one
 scheduler's logic. Instead the chosen Ray scheduler is wrapped in a
 :class:`RecordingScheduler` that delegates every decision and writes each STOP
-that ends a trial before its last epoch to ``scheduler_stops.json`` in the
+that ends a trial before its last epoch (also the stops it makes through the
+controller, as HyperBand does for paused trials) to ``scheduler_stops.json`` in the
 experiment folder, which :func:`load_stop_decisions` reads back. The file is
 replaced atomically and merged with what earlier runs of the same search
 wrote, so it survives ``--resume``.

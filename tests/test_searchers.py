@@ -18,7 +18,7 @@ from search.options import OptionError
 from search.plan import SearchPlan, resolve_plan
 from search.searchers import SEARCHERS, build_searcher, tpe_settings
 from search.spaces import SearchSpace, load_space
-from tests.test_cli import TINY, _no_ray_cli, _one_error_line
+from tests.test_cli import TINY, _no_ray_cli
 
 # a space with a finite grid: 3 x 3 x 2 = 18 points, and one first point
 GRID_PARAMS = {"drop_rate": {"type": "uniform", "low": 0.0, "high": 0.5, "step": 0.25},
