@@ -55,22 +55,25 @@ class SearchPlan:
                           resume=LOCATES, section="storage")  # resolved: an absolute local folder or a URI
     data: str = option(" | ".join(DATASETS), demo="synthetic", section="data")
     data_root: str | None = option("dataset folder (cache folder for synthetic)", section="data")
-    searcher: str = option("how trial configurations are proposed", demo="tpe", rule=one_of(tuple(SEARCHERS)),
+    searcher: str = option("how trial configurations are proposed: Optuna TPE, random, grid, CMA-ES, "
+                           "Gaussian process or quasi-Monte Carlo", demo="tpe", rule=one_of(tuple(SEARCHERS)),
                            cli={"choices": tuple(SEARCHERS)}, section="searcher")
     objective: str = option(f"what the searcher optimises: {METRIC}, or {METRIC} and test-time costs to minimise "
                             f"(comma-separated: {', '.join(COSTS)}); the scheduler ranks by {METRIC} alone",
                             demo=METRIC, rule=OBJECTIVE, fix=f"e.g. --objective {METRIC},latency", section="searcher")
-    scheduler: str = option("which trials stop early", demo="asha", rule=one_of(tuple(SCHEDULERS)),
-                            cli={"choices": tuple(SCHEDULERS)}, section="scheduler")
+    scheduler: str = option("which trials stop early: ASHA, HyperBand, the median rule, population-based "
+                            "training (also perturbs the space's mutable knobs) or none", demo="asha",
+                            rule=one_of(tuple(SCHEDULERS)), cli={"choices": tuple(SCHEDULERS)}, section="scheduler")
     num_samples: int = option("trials to run", demo=8, full=32, rule=POSITIVE_INT, fix="e.g. --num-samples 16",
                               section="search")
     max_epochs: int = option("epochs of a trial that the scheduler never stops", demo=12, full=None,
                              found="the space's epochs", rule=POSITIVE_INT, fix="e.g. --max-epochs 30",
                              section="scheduler")
-    grace_period: int = option("epochs before ASHA may stop a trial", demo=1, full=None,
+    grace_period: int = option("epochs before ASHA or the median rule may stop a trial; PBT's perturbation "
+                               "interval", demo=1, full=None,
                                found="a tenth of --max-epochs, at least 1", rule=POSITIVE_INT,
                                fix="a number of epochs between 1 and --max-epochs ({max_epochs})", section="scheduler")
-    reduction_factor: float = option("ASHA keeps 1/this of the trials at each rung", demo=2.0, full=3.0,
+    reduction_factor: float = option("ASHA and HyperBand keep 1/this of the trials at each rung", demo=2.0, full=3.0,
                                      rule=ABOVE_ONE, fix="e.g. --reduction-factor 2 (keep the best half)",
                                      section="scheduler")
     cpus_per_trial: float = option("CPUs per trial", demo=1.0, full=None, found="4, or this machine's CPUs if fewer",
@@ -208,7 +211,16 @@ def resolve_plan(opts: dict[str, Any], space: SearchSpace, gpus: int | None = No
     overrides.update(opts.get("overrides") or {})
     demo = dict(CPU_OVERRIDES) if cpu_demo and v["smoke"] else {}
     plan = SearchPlan(**v, demo_overrides=demo, overrides=overrides)
-    return plan, apply_plan(plan, space)
+    applied = apply_plan(plan, space)
+    return fit_algorithms(plan, applied, num_samples_given=opts.get("num_samples") is not None), applied
+
+
+def fit_algorithms(plan: SearchPlan, space: SearchSpace, num_samples_given: bool) -> SearchPlan:
+    """The searcher and the scheduler check that they can work on this space
+    and with each other (OptionError with the reason); the searcher may settle
+    the number of trials (a grid runs each point once)."""
+    SCHEDULERS[plan.scheduler].fit(plan, space)  # first: an impossible pair is the first thing to say
+    return SEARCHERS[plan.searcher].fit(plan, space, num_samples_given)
 
 
 def _resolve_data(data: str, data_root: str | None) -> tuple[str, str | None]:

@@ -5,7 +5,8 @@ or a scheduler stopped it at a rung. Re-inferring the reason later ("fewer
 epochs than the budget, so it was pruned") ties every reader to one
 scheduler's logic. Instead the chosen Ray scheduler is wrapped in a
 :class:`RecordingScheduler` that delegates every decision and writes each STOP
-that ends a trial before its last epoch to ``scheduler_stops.json`` in the
+that ends a trial before its last epoch (also the stops it makes through the
+controller, as HyperBand does for paused trials) to ``scheduler_stops.json`` in the
 experiment folder, which :func:`load_stop_decisions` reads back. The file is
 replaced atomically and merged with what earlier runs of the same search
 wrote, so it survives ``--resume``.
@@ -49,22 +50,37 @@ class RecordingScheduler(TrialScheduler):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    # ---------------------------------------------------------- the decision that is recorded
+    # ---------------------------------------------------------- the decisions that are recorded
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        decision = self.inner.on_trial_result(tune_controller, trial, result)
-        fs, experiment = _where(trial, self.experiment_path)
-        if not self._merged:  # once per process: what earlier runs of this search decided
-            self._stops = {**_read(fs, f"{experiment}/{STOPS_FILE}"), **self._stops}
-            self._merged = True
+        decision = self.inner.on_trial_result(self._watching(tune_controller), trial, result)
+        self._merge(trial)
         if str(trial.trial_id) in self._stops:
             # Stopped before an interruption that came before Ray saved the trial as ended:
             # the written decision stands, so the record and the trial agree.
             return TrialScheduler.STOP
-        epoch = result.get(TIME_ATTR)
-        if decision == TrialScheduler.STOP and epoch is not None and int(epoch) < self.last_epoch:
-            self._stops[str(trial.trial_id)] = {"epoch": int(epoch), "scheduler": self.name}
-            storage.write_text_atomic(fs, f"{experiment}/{STOPS_FILE}", json.dumps(self._stops, indent=1, sort_keys=True))
+        if decision == TrialScheduler.STOP:
+            self._record(trial, result.get(TIME_ATTR))
         return decision
+
+    def _record(self, trial: Any, epoch: Any) -> None:
+        """Write down a stop of ``trial`` after ``epoch`` if that is before its last epoch."""
+        if epoch is None or int(epoch) >= self.last_epoch or str(trial.trial_id) in self._stops:
+            return
+        self._merge(trial)
+        fs, experiment = _where(trial, self.experiment_path)
+        self._stops[str(trial.trial_id)] = {"epoch": int(epoch), "scheduler": self.name}
+        storage.write_text_atomic(fs, f"{experiment}/{STOPS_FILE}", json.dumps(self._stops, indent=1, sort_keys=True))
+
+    def _merge(self, trial: Any) -> None:
+        if not self._merged:  # once per process: what earlier runs of this search decided
+            fs, experiment = _where(trial, self.experiment_path)
+            self._stops = {**_read(fs, f"{experiment}/{STOPS_FILE}"), **self._stops}
+            self._merged = True
+
+    def _watching(self, tune_controller: Any) -> Any:
+        """The controller as the inner scheduler sees it: a scheduler such as
+        HyperBand also stops other (paused) trials by calling ``stop_trial`` on it."""
+        return _StopWatch(tune_controller, self) if tune_controller is not None else None
 
     # ---------------------------------------------------------- plain delegation
     @property
@@ -79,19 +95,19 @@ class RecordingScheduler(TrialScheduler):
         return self.inner.set_search_properties(metric, mode, **spec)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        self.inner.on_trial_add(tune_controller, trial)
+        self.inner.on_trial_add(self._watching(tune_controller), trial)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
-        self.inner.on_trial_error(tune_controller, trial)
+        self.inner.on_trial_error(self._watching(tune_controller), trial)
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
-        self.inner.on_trial_complete(tune_controller, trial, result)
+        self.inner.on_trial_complete(self._watching(tune_controller), trial, result)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-        self.inner.on_trial_remove(tune_controller, trial)
+        self.inner.on_trial_remove(self._watching(tune_controller), trial)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
-        return self.inner.choose_trial_to_run(tune_controller)
+        return self.inner.choose_trial_to_run(self._watching(tune_controller))
 
     def debug_string(self) -> str:
         return f"{self.inner.debug_string()} (early stops recorded in {STOPS_FILE})"
@@ -101,6 +117,24 @@ class RecordingScheduler(TrialScheduler):
 
     def restore(self, checkpoint_path: str) -> None:
         self.inner.restore(checkpoint_path)
+
+
+class _StopWatch:
+    """A tune controller that records each trial the inner scheduler stops
+    through it (at the epoch of the trial's last result), then stops it."""
+
+    def __init__(self, controller: Any, recorder: RecordingScheduler) -> None:
+        self._controller = controller
+        self._recorder = recorder
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the real controller's
+        if name.startswith("__") or name in ("_controller", "_recorder"):
+            raise AttributeError(name)
+        return getattr(self._controller, name)
+
+    def stop_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        self._recorder._record(trial, (getattr(trial, "last_result", None) or {}).get(TIME_ATTR))
+        return self._controller.stop_trial(trial, *args, **kwargs)
 
 
 def _where(trial: Any, fallback: str) -> tuple[Any, str]:

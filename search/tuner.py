@@ -20,8 +20,8 @@ from fgmodels.hooks import HOOKS_ENV
 from fgmodels.registry import PLUGINS_ENV
 from search.objective import METRIC, MODE
 from search.plan import SearchPlan
-from search.schedulers import build_scheduler
-from search.searchers import build_searcher
+from search.schedulers import SCHEDULERS, build_scheduler
+from search.searchers import build_searcher, searcher_param_space
 from search.spaces import SearchSpace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def trial_name(trial: Any) -> str:
 def tune_config_for(plan: SearchPlan, space: SearchSpace) -> Any:
     from ray import tune
 
-    return tune.TuneConfig(search_alg=build_searcher(plan, space), scheduler=build_scheduler(plan),
+    return tune.TuneConfig(search_alg=build_searcher(plan, space), scheduler=build_scheduler(plan, space),
                            num_samples=plan.num_samples, max_concurrent_trials=plan.max_concurrent,
                            trial_dirname_creator=trial_dirname, trial_name_creator=trial_name)
 
@@ -112,15 +112,17 @@ def build_tuner(plan: SearchPlan, space: SearchSpace) -> Any:
         name=plan.name,
         storage_path=plan.storage,
         callbacks=callbacks_for(plan),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute=METRIC,
-                                                checkpoint_score_order=MODE),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=SCHEDULERS[plan.scheduler].checkpoints_per_trial or KEEP_CHECKPOINTS,
+            checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
         # A trial whose worker process or node dies (or that raises) restarts from its
         # latest checkpoint up to max_failures times, then is ERROR; the search goes on.
         failure_config=tune.FailureConfig(max_failures=plan.max_failures, fail_fast=False),
         verbose=0,  # ProgressPrinter prints one readable line per epoch instead
         log_to_file=True,  # each trial's stdout/stderr in its folder
     )
-    return tune.Tuner(trainable_for(plan), tune_config=tune_config_for(plan, space), run_config=run_config)
+    return tune.Tuner(trainable_for(plan), tune_config=tune_config_for(plan, space), run_config=run_config,
+                      param_space=searcher_param_space(plan, space))
 
 
 def restore_tuner(plan: SearchPlan) -> Any:

@@ -96,6 +96,8 @@ class SearchSpace(ABC):
                 lines.append(f"    {key:<{width}}  {spec.describe():<46} first: {paper or '-'}")
             for key, value in sub.fixed.items():
                 lines.append(f"    {key:<{width}}  = {value!r}")
+            if sub.mutable:
+                lines.append("    mutable (PBT): " + ", ".join(sub.mutable))
             if sub.smoke_overrides:
                 lines.append("    smoke: " + ", ".join(f"{k}={v!r}" for k, v in sub.smoke_overrides.items()))
         if self.is_union and self.smoke_overrides:

@@ -3,7 +3,8 @@
 A method's file has the sections ``description``, ``fixed`` (constants, always
 ``method``), ``params`` (the searched knobs), ``first`` (the paper's point or a
 list of points, evaluated before anything is sampled) and ``smoke`` (the CPU
-settings for the bundled synthetic data). A union file has ``include`` (a list of
+settings for the bundled synthetic data) and ``mutable`` (the searched
+continuous knobs that ``--scheduler pbt`` may change during a trial). A union file has ``include`` (a list of
 space names or paths, or ``all``: every registered method with a space file),
 plus ``description``, ``fixed`` and ``smoke`` applied to the methods that know each
 key. Everything is checked on load, before any trial runs: a typo must cost a
@@ -27,7 +28,7 @@ from search.spaces.params import ParamSpec, parse_param
 from search.spaces.union import make_union
 
 SPACES_DIR = Path(__file__).resolve().parent.parent.parent / "spaces"
-_SECTIONS = ("description", "fixed", "params", "first", "smoke", "include")
+_SECTIONS = ("description", "fixed", "params", "first", "smoke", "mutable", "include")
 _UNION_SECTIONS = ("description", "include", "fixed", "smoke")
 INCLUDE_ALL = "all"
 
@@ -184,7 +185,8 @@ def _parse_method_space(data: dict[str, Any], source: str, name: str) -> MethodS
             raise fail(source, f"smoke.{key}", f"{key!r} is not in this space's params or fixed{closest(key, set(params) | set(fixed))}",
                        f"add {key} to `fixed` (its full-run value) or remove it from `smoke`")
     space = MethodSpace(name=name, description=str(data.get("description", "")), fixed=fixed, params=params,
-                        first=first, smoke_overrides=smoke, source=source)
+                        first=first, smoke_overrides=smoke, source=source,
+                        mutable=_parse_mutable(source, data.get("mutable"), params))
     space.check(source)
     space.smoke()  # checks the smoke values
     return space
@@ -214,3 +216,22 @@ def _parse_first(source: str, raw: Any, params: dict[str, ParamSpec], fixed: dic
                            f"change {tag}.{key} or widen params.{key}")
         out.append(point)
     return out
+
+
+def _parse_mutable(source: str, raw: Any, params: dict[str, ParamSpec]) -> tuple[str, ...]:
+    """``mutable: [lr, weight_decay]``: knobs PBT perturbs within their range,
+    so each must be a searched uniform or loguniform knob."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+        raise fail(source, "mutable", f"must be a list of searched knob names, got {raw!r}", "write mutable: [lr, weight_decay]")
+    for key in raw:
+        if key not in params:
+            raise fail(source, f"mutable.{key}", f"{key!r} is not a searched param{closest(key, params)}",
+                       f"add {key} to params or remove it from mutable")
+        if params[key].type not in ("uniform", "loguniform"):
+            raise fail(source, f"mutable.{key}", f"{key!r} is a {params[key].type} knob; PBT perturbs only continuous "
+                       f"ones (uniform, loguniform)", f"remove {key} from mutable")
+    if len(set(raw)) != len(raw):
+        raise fail(source, "mutable", f"a knob is listed twice in {raw!r}", "list each knob once")
+    return tuple(raw)

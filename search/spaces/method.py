@@ -25,6 +25,7 @@ class MethodSpace(SearchSpace):
     first: list[dict[str, Any]]
     smoke_overrides: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
+    mutable: tuple[str, ...] = ()  # searched continuous knobs PBT may change during a trial
 
     @property
     def methods(self) -> list[str]:
@@ -77,7 +78,7 @@ class MethodSpace(SearchSpace):
         for cfg in ({**c, **given} for c in self.first):
             if not any(configs_equal(cfg, u) for u in unique):
                 unique.append(cfg)
-        new = replace(self, fixed=fixed, params=params, first=unique)
+        new = replace(self, fixed=fixed, params=params, first=unique, mutable=tuple(k for k in self.mutable if k in params))
         new.check(source)
         return new
 
