@@ -19,8 +19,9 @@ The rules, and why:
   feed a GPU) unless the dataset does not fit the cache's disk/memory room,
   then PIL with ``workers`` = the trial's CPUs - 1 (at most 8); ``compile`` on,
   except for methods that declare ``dynamic_shapes = True`` (GHOLM: its crop
-  boxes and its labelling loop depend on the data, so compiled graphs would be
-  re-traced); fused optimisers (:func:`fgmodels.optim.fused_for`).
+  boxes and its labelling loop depend on the data and may force re-tracing;
+  none was seen on CPU, docs/speed.md, so the GPU run decides whether it
+  pays); fused optimisers (:func:`fgmodels.optim.fused_for`).
 * CPU (measured on a 2-core VM, docs/speed.md): fp32 (bf16 autocast is slower
   there), no channels_last (no consistent gain on the tiny test backbones), the
   pixel cache (3x the PIL DataLoader's images/s at 64 px), no compile (the

@@ -107,6 +107,11 @@ def compile_backbones(model: nn.Module) -> int:
     replaced on the instance instead: weights, keys and ``.backbone`` stay as
     they are. Looks at ``model.backbone`` and ``model.backbones`` (RA-CNN).
     """
+    # Grad-CAM (gholm) backpropagates through the backbone graph twice (retain_graph=True);
+    # AOTAutograd's donated buffers forbid that, at a small memory saving only
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
     found = [getattr(model, "backbone", None)]
     found += list(getattr(model, "backbones", None) or [])
     count = 0
