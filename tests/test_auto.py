@@ -113,3 +113,17 @@ def test_a_dataset_without_room_falls_back_to_pil(tmp_path: Path, monkeypatch) -
     trial = assemble_trial(_tiny(tmp_path / "data"))
     assert trial.cfg["pipeline"] == "pil" and "cannot serve" in trial.settings
     assert getattr(trial.data.train, "pixel_cache", None) is None
+
+
+def test_dry_run_prints_what_a_gpu_trial_will_run_with(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import run_search
+
+    # no GPU here: plan it as a cluster run (a dry run connects to nothing)
+    code = run_search.main(["--space", "gholm", "--dry-run", "--storage", str(tmp_path / "res"), "--name", "dry",
+                            "--address", "10.0.0.1:6379", "--gpus-per-trial", "1", "--gpu-memory-gb", "80",
+                            "--no-smoke", "--set", "channels_last=false"])
+    out = capsys.readouterr().out
+    assert code == 0
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("gholm: runtime settings:")]
+    assert "amp=bf16 pipeline=cache workers=0 channels_last=False compile=False" in line
+    assert "explicit: channels_last=False" in line and "dynamic shapes" in line
