@@ -94,7 +94,8 @@ def resolve_auto(cfg: Mapping[str, Any], device: DeviceInfo, cpus: int,
     }
     explicit = {k: cfg[k] for k in AUTO_KEYS if cfg.get(k, AUTO) != AUTO}
     out = {k: explicit.get(k, rule.get(k)) for k in AUTO_KEYS}
-    out["workers"] = explicit.get("workers", max(0, min(int(cpus) - 1, MAX_AUTO_WORKERS)) if out["pipeline"] == "pil" else 0)
+    pil_workers = max(0, min(int(cpus) - 1, MAX_AUTO_WORKERS))  # one CPU stays with the training process
+    out["workers"] = explicit.get("workers", pil_workers if out["pipeline"] == "pil" else 0)
     if cuda and cap < (8, 0) and "amp" not in explicit:
         why.append("no fast bf16 before sm 8.0: fp32")
     if cache_problem and "pipeline" not in explicit:
