@@ -21,7 +21,7 @@ import yaml
 from fgmodels.knobs import ConfigError, Knob
 
 __all__ = [
-    "ConfigError", "TRAIN_KNOBS", "TRAIN_DEFAULTS", "check_values", "known_keys", "load_config",
+    "AUTO", "AutoKnob", "ConfigError", "TRAIN_KNOBS", "TRAIN_DEFAULTS", "check_values", "known_keys", "load_config",
     "resolve_config", "save_config", "suggest_key",
 ]
 
@@ -85,6 +85,22 @@ def _close(name: str, candidates: list[str]) -> str:
 
 
 # ------------------------------------------------------------------ the training keys
+AUTO = "auto"  # the value that leaves a runtime key to fgmodels.auto
+
+
+class AutoKnob(Knob):
+    """A knob whose default ``auto`` is decided per trial from its device and
+    resources (:func:`fgmodels.auto.resolve_auto`); any other value is checked
+    as ``kind``. Declared with ``kind`` because the default says nothing about it."""
+
+    def check(self, value: Any, name: str, owner: str = "config key") -> Any:
+        return AUTO if value == AUTO and isinstance(value, str) else super().check(value, name, owner)
+
+    @property
+    def requirement(self) -> str:
+        return f"{AUTO!r} or {super().requirement}"
+
+
 _OPT_HINT = "use a name from timm.optim.list_optimizers(), e.g. sgd, adamw"
 TRAIN_KNOBS: dict[str, Knob] = {
     # what
@@ -109,8 +125,10 @@ TRAIN_KNOBS: dict[str, Knob] = {
     "synthetic_image_size": Knob(80, "side of the synthetic images in pixels (legible class part)", ge=48),
     "synthetic_seed": Knob(0, "seed of the synthetic set"),
     "bad_image_policy": Knob("fail", "an image that fails to decode: fail the run or skip it", choices=("fail", "skip")),
-    "workers": Knob(0, "DataLoader worker processes", ge=0),
-    "pipeline": Knob("pil", "pil (torchvision DataLoader) | cache (uint8 memmap + GPU augment)", choices=("pil", "cache")),
+    "workers": AutoKnob(AUTO, "DataLoader worker processes (pil); auto = the trial's CPUs - 1, at most 8",
+                        kind=int, ge=0),
+    "pipeline": Knob(AUTO, "auto | pil (torchvision DataLoader) | cache (uint8 memmap + GPU augment)",
+                     choices=(AUTO, "pil", "cache")),
     # optimisation
     "epochs": Knob(10, "training epochs", gt=0),
     "batch_size": Knob(16, "images per optimiser step", gt=0),
@@ -131,9 +149,9 @@ TRAIN_KNOBS: dict[str, Knob] = {
     # runtime
     "seed": Knob(0, "training seed (weights, augmentation, sampling)"),
     "device": Knob("auto", "auto | cpu | cuda | cuda:N", rule=_device, hint="use auto, cpu, cuda or cuda:N"),
-    "amp": Knob("auto", "auto (bf16 on CUDA) | bf16 | off", choices=("auto", "bf16", "off")),
-    "channels_last": Knob(False, "channels-last memory format for images and model"),
-    "compile": Knob(False, "torch.compile the backbones"),
+    "amp": Knob(AUTO, "auto (bf16 on CUDA from sm 8.0) | bf16 | off", choices=(AUTO, "bf16", "off")),
+    "channels_last": AutoKnob(AUTO, "channels-last memory format for images and model", kind=bool),
+    "compile": AutoKnob(AUTO, "torch.compile the backbones; auto = on CUDA for static-shape methods", kind=bool),
     "max_train_batches": Knob(None, "cap per epoch (smoke tests, benchmarks)", kind=int, gt=0),
     "max_eval_batches": Knob(None, "cap per evaluation", kind=int, gt=0),
     "log_every": Knob(20, "steps between loss logs and finiteness checks", gt=0),

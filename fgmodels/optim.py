@@ -16,7 +16,12 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
 from timm.scheduler.scheduler import Scheduler
 
-_FUSABLE = {"sgd", "momentum", "adam", "adamw"}
+FUSABLE = frozenset({"sgd", "momentum", "adam", "adamw"})  # timm names whose torch optimiser has fused=True
+
+
+def fused_for(opt: str, device_type: str) -> bool:
+    """Fused (one-kernel) optimiser steps: on CUDA for the optimisers torch fuses."""
+    return device_type == "cuda" and opt in FUSABLE
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ def build_optimizer(model: nn.Module, cfg: dict[str, Any], phase: Phase, device:
     kwargs: dict[str, Any] = {}
     if phase.opt in ("sgd", "momentum", "nesterov"):
         kwargs["momentum"] = float(cfg["momentum"])
-    if device.type == "cuda" and phase.opt in _FUSABLE:
+    if fused_for(phase.opt, device.type):
         kwargs["fused"] = True
     return create_optimizer_v2(
         params, opt=phase.opt, lr=phase.lr, weight_decay=float(cfg["weight_decay"]), **kwargs

@@ -25,8 +25,21 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def uses_bf16(cfg: dict[str, Any], device_type: str) -> bool:
-    """``amp: auto`` means bf16 autocast on CUDA only (CPU bf16 is slower than fp32)."""
+    """``amp: auto`` means bf16 autocast on CUDA only (CPU bf16 is slower than fp32);
+    a trial's config has it decided already (:mod:`fgmodels.auto`)."""
     return cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and device_type == "cuda")
+
+
+def switched_on(cfg: dict[str, Any], key: str) -> bool:
+    """A true/false runtime key; an undecided ``auto`` counts as off. Trials get
+    every ``auto`` decided by the assembly; this covers configs that never pass
+    through it (unit tests, the memory probe)."""
+    return cfg.get(key) is True
+
+
+def loader_workers(cfg: dict[str, Any]) -> int:
+    """DataLoader workers; an undecided ``auto`` means none (see :func:`switched_on`)."""
+    return 0 if cfg.get("workers", 0) == "auto" else int(cfg["workers"])
 
 
 def autocast_for(cfg: dict[str, Any], device: torch.device) -> AbstractContextManager:
@@ -56,7 +69,7 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, cfg: dict[str, A
         from fgmodels.data.gpu_augment import make_device_loader
 
         return make_device_loader(dataset, batch_size, train, cfg, device, generator)
-    workers = int(cfg["workers"])
+    workers = loader_workers(cfg)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -72,7 +85,7 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, cfg: dict[str, A
 def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
               cfg: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     images = images.to(device, non_blocking=True)
-    if cfg["channels_last"]:
+    if switched_on(cfg, "channels_last"):
         images = images.contiguous(memory_format=torch.channels_last)
     return images, labels.to(device, non_blocking=True)
 
@@ -94,6 +107,11 @@ def compile_backbones(model: nn.Module) -> int:
     replaced on the instance instead: weights, keys and ``.backbone`` stay as
     they are. Looks at ``model.backbone`` and ``model.backbones`` (RA-CNN).
     """
+    # Grad-CAM (gholm) backpropagates through the backbone graph twice (retain_graph=True);
+    # AOTAutograd's donated buffers forbid that, at a small memory saving only
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
     found = [getattr(model, "backbone", None)]
     found += list(getattr(model, "backbones", None) or [])
     count = 0

@@ -185,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     print(space.describe())
     print(describe_plan(plan))
     if args.dry_run:
+        from fgmodels.auto import planned_settings
+
+        print(planned_settings([space.member(m).fixed for m in space.methods], plan.gpus_per_trial > 0,
+                               plan.cpus_per_trial))
         print("dry run: nothing started")
         return EXIT_OK
     try:

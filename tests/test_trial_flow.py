@@ -142,6 +142,8 @@ def test_a_trial_resolves_its_config_once_and_wandb_and_records_read_it(
     # resolved once: YAML values + every default, computed here without the code under test
     cls = get_method_class("baseline")
     expected = {**TRAIN_DEFAULTS, "backbone": cls.default_backbone, **cls.hparams, **_yaml_firsts(spaces, "base")[0]}
+    # the `auto` runtime keys as decided for a CPU trial (docs/speed.md): what ran is what is saved
+    expected.update(amp="off", pipeline="cache", workers=0, channels_last=False, compile=False)
     saved = [yaml.safe_load((r["_checkpoint"] / "trial_config.yaml").read_text()) for r in reports]
     assert saved[0] == saved[-1] == json.loads(json.dumps(expected))
     assert [r["epoch"] for r in reports] == [1, 2]

@@ -63,6 +63,7 @@ class FGVCMethod(nn.Module):
     Knobs: ClassVar[type[KnobSet]] = NoKnobs
     hparams: ClassVar[dict[str, Any]] = {}
     backbone_passes: ClassVar[int] = 1
+    dynamic_shapes: ClassVar[bool] = False  # True: data-dependent shapes in a step, so `compile: auto` stays off
     default_backbone: ClassVar[str] = "resnet50"
     test_backbone: ClassVar[str] = "test_convnext"
 

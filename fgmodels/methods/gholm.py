@@ -81,6 +81,9 @@ class Gholm(FGVCMethod):
     hp: GholmKnobs
     default_backbone = "convnext_small"
     backbone_passes = 3
+    # data-dependent crop boxes and labelling rounds, grad-mode switches inside a step:
+    # `compile: auto` stays off (fgmodels.auto); benchmarks/bench_compile.py counts the recompiles
+    dynamic_shapes = True
     connectivity: int = 8
 
     def __init__(self, num_classes: int, **cfg: Any) -> None:
