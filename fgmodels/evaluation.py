@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from fgmodels.assembly import build_model, load_data
+from fgmodels.assembly import build_model, read_splits
 from fgmodels.checkpoint import load_state
 from fgmodels.config import resolve_config
-from fgmodels.runtime import autocast_for, make_loader, pick_device, to_device
+from fgmodels.runtime import attach_pixel_cache, autocast_for, make_loader, pick_device, to_device
 
 
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, cfg: dict[str, Any],
@@ -41,9 +41,15 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, cfg: di
 def evaluate_checkpoint(checkpoint_dir: str | Path, cfg: dict[str, Any], split: str = "test") -> dict[str, float]:
     """Evaluate saved weights on a split; the search calls this ONCE on the test
     split for the chosen configuration."""
-    cfg = resolve_config({**cfg, "compile": False})  # one pass: compiling would cost more than it saves
+    from fgmodels.auto import AUTO_KEYS, resolve_for_trial
+
+    # The runtime keys a trial decided for its own device (bf16 on its GPU, say) are
+    # decided again for the device that evaluates; one pass: compiling would not pay.
+    cfg = resolve_config({**cfg, **{k: "auto" for k in AUTO_KEYS}, "compile": False})
     device = pick_device(cfg["device"])
-    data = load_data(cfg)
+    data = read_splits(cfg)
+    cfg, _ = resolve_for_trial(cfg, device, data)
+    attach_pixel_cache(data, cfg)
     model = build_model(cfg, data.num_classes, device)
     model.load_state_dict(load_state(checkpoint_dir, map_location=device)["model"])
     dataset = {"test": data.test, "val": data.val}[split]

@@ -47,11 +47,13 @@ def checkpoint_bytes(cfg: dict[str, Any], num_classes: int = 200) -> int:
     return int(pbytes + trainable * 4 * _opt_copies(str(cfg["opt"]), float(cfg["momentum"])))
 
 
-def estimate_disk_bytes(configs: list[dict[str, Any]], concurrent: int, keep: int, num_classes: int = 200) -> int:
+def estimate_disk_bytes(configs: list[dict[str, Any]], concurrent: int, keep: int, num_classes: int = 200,
+                        per_trial: int = CHECKPOINTS_PER_TRIAL) -> int:
     """The most the search holds at once: the running trials' and the kept
-    trials' checkpoints (best and latest each), sized by the largest config."""
+    trials' checkpoints (``per_trial`` each: best and latest, more under PBT),
+    sized by the largest config."""
     largest = max(checkpoint_bytes(c, num_classes) for c in configs)
-    return largest * CHECKPOINTS_PER_TRIAL * (concurrent + keep)
+    return largest * per_trial * (concurrent + keep)
 
 
 def free_bytes(folder: str) -> int:

@@ -95,7 +95,11 @@ def check_disk(plan: SearchPlan, applied: Any) -> str:
 
     configs = applied.first or [applied.member(m).fixed for m in applied.methods]
     concurrent = min(plan.max_concurrent or plan.num_samples, plan.num_samples)
-    need = estimate_disk_bytes([dict(c) for c in configs], concurrent, plan.keep_checkpoints)
+    from search.disk import CHECKPOINTS_PER_TRIAL
+    from search.schedulers import SCHEDULERS
+
+    per_trial = max(CHECKPOINTS_PER_TRIAL, (SCHEDULERS[plan.scheduler].checkpoints_per_trial or 0) + 1)
+    need = estimate_disk_bytes([dict(c) for c in configs], concurrent, plan.keep_checkpoints, per_trial=per_trial)
     if plan.is_remote:
         return f"about {need / 2**30:.2f} GiB of checkpoints at most (in {plan.storage}; its room is not checked)"
     try:
