@@ -14,6 +14,7 @@ import yaml
 
 from tests.test_cli import CLI, ENV, NO_RAY, TINY
 from tests.test_data_preflight import _broken_cub
+from tests.test_methods_contract import PLUGIN
 
 pytestmark = pytest.mark.slow
 
@@ -72,52 +73,13 @@ def test_a_folder_with_truncated_empty_and_missing_files_exits_2_naming_all(tmp_
     assert (tmp_path / "r" / "skipping" / "leaderboard.csv").is_file()
 
 
-PLUGIN = '''
-from dataclasses import dataclass
-
-import torch.nn.functional as F
-
-from fgmodels.knobs import KnobSet, knob
-from fgmodels.methods.base import FGVCMethod, StepOutput
-from fgmodels.registry import register_method
-
-
-@dataclass
-class TwoHeadKnobs(KnobSet):
-    aux_weight: float = knob(0.5, "weight of the auxiliary head's loss", ge=0, le=1)
-
-
-@register_method
-class TwoHead(FGVCMethod):
-    name = "twohead"
-    Knobs = TwoHeadKnobs
-    test_backbone = "test_convnext"
-
-    def __init__(self, num_classes, **cfg):
-        super().__init__(num_classes, **cfg)
-        self.backbone = self.new_backbone()
-        self.head = self.new_classifier(self.backbone.num_features)
-        self.aux = self.new_classifier(self.backbone.num_features)
-
-    def training_step(self, images, labels):
-        feats = self.dropout(self.backbone(images))
-        logits, aux = self.head(feats), self.aux(feats)
-        ce, ce_aux = F.cross_entropy(logits, labels), F.cross_entropy(aux, labels)
-        return StepOutput(ce + self.hp.aux_weight * ce_aux, {"ce": ce.detach(), "aux": ce_aux.detach()},
-                          logits.detach())
-
-    def predict(self, images):
-        return self.head(self.backbone(images))
-'''
-
-
 def test_a_new_method_from_a_plugin_file_runs_in_a_real_search(tmp_path: Path) -> None:
     """Adding a method = one Python file + one space file, no edit in the repository."""
     plugin = tmp_path / "my_methods.py"
-    plugin.write_text(PLUGIN)
+    plugin.write_text(PLUGIN.format(name="twohead"))  # the contract tests' two-head method
     space = {**TINY, "fixed": {**TINY["fixed"], "method": "twohead", "epochs": 1},
-             "params": {"aux_weight": {"type": "uniform", "low": 0.1, "high": 0.9}},
-             "first": [{"aux_weight": 0.5}]}
+             "params": {"alpha": {"type": "uniform", "low": 0.1, "high": 0.9}},
+             "first": [{"alpha": 0.5}]}
     space_file = tmp_path / "twohead.yaml"
     space_file.write_text(yaml.safe_dump(space, sort_keys=False))
     env = {k: v for k, v in ENV.items() if k != "FGVC_PLUGINS"}
@@ -125,16 +87,16 @@ def test_a_new_method_from_a_plugin_file_runs_in_a_real_search(tmp_path: Path) -
             "--num-samples", "2", "--max-epochs", "1", "--wandb", "off"]
     dry = _run(args + ["--dry-run"], tmp_path, env=env)
     assert dry.returncode == 0, dry.stderr[-2000:]
-    assert "twohead" in dry.stdout and "aux_weight" in dry.stdout
+    assert "twohead" in dry.stdout and "alpha" in dry.stdout
     # an impossible value of the plugin's knob is refused like a built-in one
-    bad = _run(args + ["--dry-run", "--set", "aux_weight=2"], tmp_path, env=env)
-    assert bad.returncode == 2 and "aux_weight" in bad.stderr and "Traceback" not in bad.stderr
+    bad = _run(args + ["--dry-run", "--set", "alpha=2"], tmp_path, env=env)
+    assert bad.returncode == 2 and "alpha" in bad.stderr and "Traceback" not in bad.stderr
 
     done = _run(args, tmp_path, tripwire=False, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "r" / "two" / "leaderboard.csv").open()))
     assert len(rows) == 2 and {r["method"] for r in rows} == {"twohead"}
     assert {r["status"] for r in rows} == {"completed"}
-    assert 0.1 <= min(float(r["aux_weight"]) for r in rows) <= max(float(r["aux_weight"]) for r in rows) <= 0.9
+    assert 0.1 <= min(float(r["alpha"]) for r in rows) <= max(float(r["alpha"]) for r in rows) <= 0.9
     best = yaml.safe_load((tmp_path / "r" / "two" / "best_config.yaml").read_text())
-    assert best["method"] == "twohead" and "aux_weight" in best
+    assert best["method"] == "twohead" and "alpha" in best
