@@ -5,6 +5,7 @@ command that continues the search; 0 when that command finishes it. Also the
 installed ``fgvc-search`` command is the same CLI."""
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import os
@@ -136,8 +137,8 @@ def test_ctrl_c_exits_130_with_the_state_saved_and_resume_finishes(tmp_path: Pat
     done = subprocess.run(shlex.split(command.replace("python", sys.executable, 1)), capture_output=True, text=True,
                           cwd=tmp_path, env=ENV, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = (exp / "leaderboard.csv").read_text().strip().splitlines()[1:]
-    assert len(rows) == 3 and all(r.endswith(",completed") for r in rows), rows
+    rows = list(csv.DictReader((exp / "leaderboard.csv").open()))
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}, rows
     assert done.stdout.count("TEST split (the only test evaluation of this search)") == 1
     result = (exp / "test_result.json").read_bytes()
 

@@ -282,7 +282,10 @@ def test_search_end_to_end_killed_and_resumed(space_file: Path, tmp_path: Path, 
         assert reports and all(x["micro_batch"] == 4 and x["accum_steps"] == 2 for x in reports), reports
         assert reports[0]["oom_retries"] >= 1
     assert any(r["status"] == "pruned" and int(r["epochs_run"]) < max_epochs for r in rows), rows
-    assert any(int(r["epochs_run"]) == max_epochs for r in rows)
+    # ASHA let the best trials past its last rung (epoch 2). Not necessarily to max_epochs: Ray restores ASHA's
+    # rung records from its last snapshot, so a trial killed after a rung can be judged at that rung again
+    # (with a later epoch's val_acc) when it resumes, and be stopped then.
+    assert max(int(r["epochs_run"]) for r in rows) > 2, rows
     _assert_pruning_contract(exp, statuses)
     accs = [float(r["best_val_acc"]) for r in rows if r["status"] != "diverged"]
     assert accs == sorted(accs, reverse=True) and all(0.0 <= a <= 1.0 for a in accs)
@@ -353,6 +356,9 @@ def _val_acc_by_epoch(exp: Path) -> dict[str, dict[int, float]]:
     return out
 
 
+RUNGS = (1, 2)  # ASHA's rungs in the end-to-end search: grace 1, reduction factor 2, below max_epochs 4
+
+
 def _assert_pruning_contract(exp: Path, statuses: dict[str, str]) -> None:
     """Every trial the scheduler stopped at a rung had, at that rung, a val_acc
     not above the best of the trials it let go on from that rung (a scheduler
@@ -364,13 +370,18 @@ def _assert_pruning_contract(exp: Path, statuses: dict[str, str]) -> None:
     values = _val_acc_by_epoch(exp)
     assert stops and {t for t, s in statuses.items() if s == "pruned"} == set(stops), (stops, statuses)
     for trial_id, decision in stops.items():
-        rung = decision["epoch"]
-        assert decision["scheduler"] == "asha" and rung in values[trial_id], (trial_id, decision)
-        survivors = [t for t, by_epoch in values.items()
-                     if rung in by_epoch and (t not in stops or stops[t]["epoch"] > rung)]
-        assert survivors, f"trial {trial_id} was stopped at epoch {rung}, but no trial went on from there"
-        best = max(values[t][rung] for t in survivors)
-        assert values[trial_id][rung] <= best, (trial_id, rung, values[trial_id][rung], best)
+        epoch = decision["epoch"]
+        assert decision["scheduler"] == "asha" and epoch in values[trial_id], (trial_id, decision)
+        if epoch in RUNGS:
+            survivors = [t for t, by_epoch in values.items()
+                         if epoch in by_epoch and (t not in stops or stops[t]["epoch"] > epoch)]
+            assert survivors, f"trial {trial_id} was stopped at epoch {epoch}, but no trial went on from there"
+            best = max(values[t][epoch] for t in survivors)
+            assert values[trial_id][epoch] <= best, (trial_id, epoch, values[trial_id][epoch], best)
+        else:  # judged again at its last rung after a resume (Ray restores ASHA's rung records from a snapshot)
+            rung = max(r for r in RUNGS if r <= epoch)
+            others = [by_epoch[rung] for t, by_epoch in values.items() if t != trial_id and rung in by_epoch]
+            assert others and values[trial_id][epoch] <= max(others), (trial_id, decision, others)
 
 
 def _trial_reports(exp: Path, trial_id: str) -> list[dict]:
