@@ -219,6 +219,19 @@ def memory_breakdown(cfg: dict[str, Any], num_classes: int = 200, probe_device: 
     return parts
 
 
+def checkpoint_state_bytes(cfg: dict[str, Any], num_classes: int = 200) -> int:
+    """Size of one saved training state of ``cfg`` (what a checkpoint's ``state.pt``
+    holds): parameters and buffers plus the optimiser's per-parameter state
+    (momentum: one copy, Adam: two). Used to bound a search's disk use."""
+    from fgmodels.config import resolve_config
+    from fgmodels.optim import phases
+
+    cfg = resolve_config(cfg)
+    pbytes, trainable, _ = _param_counts_cached(_profile_key(cfg, int(num_classes)))
+    copies = max(_opt_copies(p.opt, float(cfg["momentum"])) for p in phases(cfg))  # the largest phase's state
+    return int(pbytes + trainable * 4 * copies)
+
+
 def estimate_trial_memory_gb(cfg: dict[str, Any], num_classes: int = 200, probe_device: str = "cpu") -> float:
     """Estimated peak GPU memory (GiB) of one trial of ``cfg`` (micro-batch = batch_size // accum_steps)."""
     return memory_breakdown(cfg, num_classes, probe_device)["total"]

@@ -34,17 +34,10 @@ _FINISHED = "TERMINATED"  # Ray's status of a trial that will not run again (com
 
 
 def checkpoint_bytes(cfg: dict[str, Any], num_classes: int = 200) -> int:
-    """Size of one ``state.pt`` of ``cfg``: parameters and buffers plus the
-    optimiser's per-parameter state (momentum: one copy, Adam: two)."""
-    import json
+    """Size of one ``state.pt`` of ``cfg``, as the model side estimates it."""
+    from fgmodels.memory import checkpoint_state_bytes
 
-    from fgmodels.config import resolve_config
-    from fgmodels.memory import _opt_copies, _param_counts_cached
-
-    cfg = resolve_config(cfg)
-    key = json.dumps({"cfg": cfg, "n": int(num_classes)}, sort_keys=True, default=str)
-    pbytes, trainable, _ = _param_counts_cached(key)
-    return int(pbytes + trainable * 4 * _opt_copies(str(cfg["opt"]), float(cfg["momentum"])))
+    return checkpoint_state_bytes(cfg, num_classes)
 
 
 def estimate_disk_bytes(configs: list[dict[str, Any]], concurrent: int, keep: int, num_classes: int = 200,
