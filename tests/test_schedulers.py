@@ -152,11 +152,12 @@ def _started_first(exp: Path, count: int) -> list[str]:
 
 
 def _search(tmp_path: Path, space: Path, searcher: str, scheduler: str, trials: int, epochs: int,
-            concurrent: int) -> Path:
+            concurrent: int, cpus_per_trial: float = 1.0) -> Path:
     done = subprocess.run([sys.executable, CLI, "--space", str(space), "--storage", str(tmp_path / "r"), "--name", "s",
                            "--searcher", searcher, "--scheduler", scheduler, "--num-samples", str(trials),
                            "--max-epochs", str(epochs), "--grace-period", "1", "--reduction-factor", "2",
-                           "--max-concurrent", str(concurrent), "--wandb", "off", "--no-smoke", "--no-test"],
+                           "--max-concurrent", str(concurrent), "--cpus-per-trial", str(cpus_per_trial),
+                           "--wandb", "off", "--no-smoke", "--no-test"],
                           capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return tmp_path / "r" / "s"
@@ -197,7 +198,9 @@ def test_each_pair_runs_a_real_search_first_point_first_inside_the_space(tmp_pat
 @pytest.mark.slow
 def test_pbt_exploits_with_perturbed_knobs_inside_the_space_that_the_trial_trains_with(tmp_path: Path) -> None:
     space_file = write(tmp_path, {"lr": LR}, {"lr": 1.0e-6}, mutable=["lr"])
-    exp = _search(tmp_path, space_file, "random", "pbt", trials=4, epochs=3, concurrent=2)
+    # all four at once (half a CPU each): every perturbation point sees the others' results, so the
+    # weak first point (lr 1e-6) is in the bottom quantile while a stronger trial has a checkpoint to give
+    exp = _search(tmp_path, space_file, "random", "pbt", trials=4, epochs=4, concurrent=4, cpus_per_trial=0.5)
     rows = _rows(exp)
     assert len(rows) == 4 and all(r["status"] == "completed" for r in rows), rows
     exploited = 0
