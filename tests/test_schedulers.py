@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -196,6 +197,8 @@ def test_each_pair_runs_a_real_search_first_point_first_inside_the_space(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("CI") == "true",
+                    reason="timing-dependent under a loaded 2-core CI run (PBT may pass no exploit point); run it locally")
 def test_pbt_exploits_with_perturbed_knobs_inside_the_space_that_the_trial_trains_with(tmp_path: Path) -> None:
     space_file = write(tmp_path, {"lr": LR}, {"lr": 1.0e-6}, mutable=["lr"])
     # all four at once (half a CPU each): every perturbation point sees the others' results, so the
