@@ -142,14 +142,14 @@ def cache_problem(data: Any, cfg: Mapping[str, Any]) -> str | None:
 
     from fgmodels.data.cache import cache_key, unique_samples
     from fgmodels.data.cachedir import default_cache_dir
-    from fgmodels.data.dataset import resolve_sizes
+    from fgmodels.data.dataset import resolve_geometry
 
-    _, resize = resolve_sizes(cfg)
+    geometry = resolve_geometry(cfg)
     items = unique_samples([s for d in (data.train, data.val, data.test) for s in d.samples])
     base = default_cache_dir("pixels")
-    if not items or (base / cache_key(items, resize, data.root) / "meta.json").is_file():
+    if not items or (base / cache_key(items, geometry.resize_size, geometry.resize, data.root) / "meta.json").is_file():
         return None  # nothing to cache, or built already
-    need = len(items) * int(resize) ** 2 * 3
+    need = len(items) * geometry.resize_size ** 2 * 3
     probe = next((p for p in (base, *base.parents) if p.exists()), None)
     free = shutil.disk_usage(probe).free if probe else 0
     if free < need * 1.05:

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from fgmodels.data.transforms import RESIZE_MODES
 from fgmodels.knobs import ConfigError, Knob
 
 __all__ = [
@@ -117,8 +118,12 @@ TRAIN_KNOBS: dict[str, Knob] = {
     "data_root": Knob(None, "dataset folder; the synthetic set is cached here when given", kind=str),
     "val_fraction": Knob(0.2, "stratified validation split carved from train", gt=0, lt=1),
     "split_seed": Knob(0, "fixes which train images are validation, independent of the training seed"),
-    "img_size": Knob(None, "crop size; None = the dataset's default (448 real, 64 synthetic)", kind=int, gt=0),
-    "resize_size": Knob(None, "resize before crop; None = the dataset's default (510 real)", kind=int, gt=0),
+    "resize": Knob(None, "square (resize to resize_size x resize_size, crop img_size) | shorter (shorter side to "
+                   "resize_size, crop) | direct (resize to img_size x img_size, no crop); None or auto = the "
+                   "dataset's default (square; dogs: direct)", kind=str, choices=(AUTO, *RESIZE_MODES)),
+    "img_size": Knob(None, "model input side; None = the dataset's default (448 real, 64 synthetic)", kind=int, gt=0),
+    "resize_size": Knob(None, "side of the resize before the crop (square, shorter); None = the dataset's default "
+                        "(510 real, 72 synthetic)", kind=int, gt=0),
     "color_jitter": Knob(0.4, "colour-jitter strength of the training transform", ge=0),
     "synthetic_classes": Knob(10, "classes of the synthetic set", ge=2, rule=_synthetic_classes),
     "synthetic_per_class": Knob(60, "images per class of the synthetic set (one train, one test at least)", ge=2),

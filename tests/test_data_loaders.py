@@ -186,6 +186,6 @@ def test_aircraft_copyright_banner_is_cut_in_both_pipelines(tmp_path: Path) -> N
     pixels = np.asarray(image)
     assert image.size == (w, h - 20)
     assert not (pixels == np.array(BANNER_COLOUR)).all(axis=-1).any(), "banner pixels left in the image"
-    cached, (rh, rw, _, _) = resize_square(raw.train[0], 8)
+    cached, (rh, rw, _, _) = resize_square(raw.train[0], 8, "shorter")
     # the shorter side of the trimmed 16 x 12 image is its height (untrimmed 16 x 32: its width)
     assert (rw, rh) == (8 * w // (h - 20), 8) and cached.max() < 250

@@ -192,7 +192,7 @@ def test_imagefolder_turns_exif_rotated_photos_upright_in_both_pipelines(tmp_pat
 
     image, _ = ImageListDataset([sample], transform=None)[0]
     assert _close(np.asarray(image), upright)
-    square, (rh, rw, _, _) = resize_square(sample, 8)
+    square, (rh, rw, _, _) = resize_square(sample, 8, "shorter")
     assert (rh, rw) == (16, 8)  # the pixel cache sees the upright image too
     assert _close(square[:3], np.broadcast_to(np.array([255, 0, 0], np.uint8), (3, 8, 3)))
     assert _close(square[-3:], np.broadcast_to(np.array([0, 0, 255], np.uint8), (3, 8, 3)))
@@ -206,7 +206,7 @@ def test_cub_keeps_stored_pixels_because_its_boxes_use_them(tmp_path: Path) -> N
 
     image, _ = ImageListDataset([sample], transform=None)[0]
     assert _close(np.asarray(image), stored)
-    _, (rh, rw, _, _) = resize_square(sample, 8)
+    _, (rh, rw, _, _) = resize_square(sample, 8, "shorter")
     assert (rh, rw) == (8, 16)
 
 

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from fgmodels.data import (
-    Sample, box_after_eval_transform, build_transforms, default_sizes, resolve_sizes, stratified_split,
+    Geometry, Sample, box_after_eval_transform, build_transforms, default_sizes, resolve_geometry, resolve_sizes,
+    stratified_split,
 )
 from fgmodels.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -57,7 +58,7 @@ def _unnormalise(t: torch.Tensor) -> np.ndarray:
 def test_eval_transform_matches_explicit_resize_and_centre_crop() -> None:
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))  # landscape 50 x 30
-    out = build_transforms(16, 20, train=False)(img)
+    out = build_transforms(Geometry("shorter", 16, 20), train=False)(img)
     assert out.shape == (3, 16, 16) and out.dtype == torch.float32
     # reference: shorter side 30 -> 20, longer 50 -> int(20 * 50 / 30) = 33; crop offsets round((33-16)/2)=8, 2
     ref = np.asarray(img.resize((33, 20), Image.BILINEAR))[2:18, 8:24]
@@ -66,7 +67,7 @@ def test_eval_transform_matches_explicit_resize_and_centre_crop() -> None:
 
 def test_normalisation_uses_imagenet_statistics() -> None:
     grey = Image.new("RGB", (12, 12), (124, 116, 104))  # ~ ImageNet mean
-    out = build_transforms(8, 10, train=False)(grey)
+    out = build_transforms(Geometry("square", 8, 10), train=False)(grey)
     expected = (torch.tensor([124, 116, 104]) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(out.mean(dim=(1, 2)), expected, atol=1e-3)
     assert out.abs().max() < 0.02
@@ -77,7 +78,7 @@ def test_train_transform_crops_flips_and_jitters() -> None:
     arr[:, :10] = (200, 40, 40)  # left half red, right half blue: a flip is visible
     arr[:, 10:] = (40, 40, 200)
     img = Image.fromarray(arr)
-    tf = build_transforms(16, 20, train=True, color_jitter=0.4)
+    tf = build_transforms(Geometry("square", 16, 20), train=True, color_jitter=0.4)
     outs = []
     for seed in range(12):
         torch.manual_seed(seed)
@@ -87,16 +88,20 @@ def test_train_transform_crops_flips_and_jitters() -> None:
     assert any(left_red) and not all(left_red)  # flipped sometimes, not always
     means = torch.stack([o.mean() for o in outs])
     assert means.std() > 0.01  # colour jitter changes brightness between draws
-    still = build_transforms(16, 20, train=True, color_jitter=0.0)
+    still = build_transforms(Geometry("square", 16, 20), train=True, color_jitter=0.0)
     torch.manual_seed(0)
     plain = still(img)
     assert plain.shape == (3, 16, 16)
     with pytest.raises(ValueError, match="img_size <= resize_size"):
-        build_transforms(32, 20, train=True)
+        Geometry("square", 32, 20)
+    with pytest.raises(ValueError, match="resize must be one of"):
+        Geometry("oval", 16, 20)
+    with pytest.raises(ValueError, match="no crop"):
+        Geometry("direct", 16, 20)
 
 
 def test_default_and_resolved_sizes() -> None:
-    assert default_sizes("cub") == (448, 510) and default_sizes("dogs") == (448, 510)
+    assert default_sizes("cub") == (448, 510)
     assert default_sizes("synthetic") == (64, 72)
     with pytest.raises(ValueError, match="unknown dataset"):
         default_sizes("mnist")
@@ -104,30 +109,36 @@ def test_default_and_resolved_sizes() -> None:
     assert resolve_sizes({"data": "synthetic", "synthetic_image_size": 160}) == (128, 144)
     assert resolve_sizes({"data": "cub", "img_size": 224, "resize_size": None}) == (224, 255)
     assert resolve_sizes({"data": "cub", "img_size": 100, "resize_size": 120}) == (100, 120)
+    # direct: no crop, the resize is the input size; a size given alone keeps the dataset's ratio
+    assert resolve_geometry({"data": "dogs", "img_size": 224}) == Geometry("direct", 224, 224)
+    assert resolve_geometry({"data": "dogs", "resize": "square"}) == Geometry("square", 448, 510)
+    assert resolve_geometry({"data": "cub", "resize": "direct", "resize_size": 255}) == Geometry("direct", 224, 224)
+    assert resolve_geometry({"data": "cub", "resize": "auto"}) == Geometry("square", 448, 510)
 
 
 # ---------------------------------------------------------------- box mapping
 
+@pytest.mark.parametrize("mode", ["square", "shorter", "direct"])
 @pytest.mark.parametrize(
     "wh,box",
     [((80, 80), (30, 20, 12, 12)), ((120, 70), (50, 10, 30, 40)), ((60, 100), (5, 60, 20, 25)),
      ((100, 60), (20, 0, 15, 10))],
 )
-def test_box_after_eval_transform_matches_painted_box(wh, box) -> None:
+def test_box_after_eval_transform_matches_painted_box(wh, box, mode) -> None:
     """Paint the box white on black, push it through the real eval transform, measure it."""
     arr = np.zeros((wh[1], wh[0], 3), np.uint8)
     x, y, w, h = box
     arr[y : y + h, x : x + w] = 255
-    img_size, resize = 48, 56
-    out = _unnormalise(build_transforms(img_size, resize, train=False)(Image.fromarray(arr)))
+    img_size, resize = 48, 48 if mode == "direct" else 56
+    out = _unnormalise(build_transforms(Geometry(mode, img_size, resize), train=False)(Image.fromarray(arr)))
     ys, xs = np.nonzero(out[..., 0] > 127)
     measured = (xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min())
-    mapped = box_after_eval_transform(box, wh, img_size, resize)
+    mapped = box_after_eval_transform(box, wh, img_size, resize, resize=mode)
     assert np.allclose(mapped, measured, atol=1.0), (mapped, measured)
     assert 0 <= mapped[0] and mapped[0] + mapped[2] <= img_size
 
 
 def test_box_outside_crop_is_clipped() -> None:
     # 200x100 -> 112x56, crop offset left = 32: the left strip (x < 16 before resizing) is cut away
-    x, y, w, h = box_after_eval_transform((0, 10, 10, 10), (200, 100), 48, 56)
+    x, y, w, h = box_after_eval_transform((0, 10, 10, 10), (200, 100), 48, 56, resize="shorter")
     assert x == 0.0 and w == 0.0 and h == pytest.approx(5.6)

@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from fgmodels.data import Sample, build_transforms, load_rgb
+from fgmodels.data import Geometry, Sample, build_transforms, load_rgb
 from fgmodels.data.cache import ensure_pixel_cache, open_pixel_cache
 from fgmodels.data.gpu_augment import (
     DeviceLoader, augment_batch, color_jitter, crop_flip, draw_train_params,
@@ -47,7 +47,7 @@ def images(tmp_path_factory) -> list[Sample]:
 
 @pytest.fixture(scope="module")
 def cache(images, tmp_path_factory):
-    return ensure_pixel_cache(images, RESIZE, root="imgs", cache_dir=tmp_path_factory.mktemp("cache"), workers=2)
+    return ensure_pixel_cache(images, RESIZE, "shorter", root="imgs", cache_dir=tmp_path_factory.mktemp("cache"), workers=2)
 
 
 # ---------------------------------------------------------------- the cache
@@ -63,16 +63,18 @@ def test_cache_holds_exactly_the_eval_resized_pixels(images, cache) -> None:
         np.testing.assert_array_equal(cache.images[row], resized[top:top + RESIZE, left:left + RESIZE])
         assert cache.labels[row] == sample.label
     # reopening maps the same file; a second ensure reuses it (same folder, no rebuild)
-    again = ensure_pixel_cache(list(reversed(images)), RESIZE, root="imgs", cache_dir=cache.path.parent)
+    again = ensure_pixel_cache(list(reversed(images)), RESIZE, "shorter", root="imgs", cache_dir=cache.path.parent)
     assert again.path == cache.path
     assert json.loads((cache.path / "meta.json").read_text())["built_at"] == \
         json.loads((again.path / "meta.json").read_text())["built_at"]
 
 
 def test_cache_key_changes_with_resize_and_file_list(images, cache) -> None:
-    other = ensure_pixel_cache(images, RESIZE + 4, root="imgs", cache_dir=cache.path.parent)
-    fewer = ensure_pixel_cache(images[:-1], RESIZE, root="imgs", cache_dir=cache.path.parent)
-    assert len({cache.path, other.path, fewer.path}) == 3
+    other = ensure_pixel_cache(images, RESIZE + 4, "shorter", root="imgs", cache_dir=cache.path.parent)
+    fewer = ensure_pixel_cache(images[:-1], RESIZE, "shorter", root="imgs", cache_dir=cache.path.parent)
+    square = ensure_pixel_cache(images, RESIZE, "square", root="imgs", cache_dir=cache.path.parent)
+    assert len({cache.path, other.path, fewer.path, square.path}) == 4
+    assert (cache.resize, square.resize) == ("shorter", "square")
     assert other.images.shape[1:3] == (RESIZE + 4, RESIZE + 4) and len(fewer) == len(images) - 1
     with pytest.raises(ValueError, match="not in the pixel cache"):
         fewer.indices_of(images)
@@ -87,7 +89,7 @@ def _builder(samples, cache_dir, barrier, results, no_lock) -> None:
 
         fcntl.flock = broken
     barrier.wait()
-    c = ensure_pixel_cache(samples, RESIZE, root="imgs", cache_dir=cache_dir, workers=1)
+    c = ensure_pixel_cache(samples, RESIZE, "shorter", root="imgs", cache_dir=cache_dir, workers=1)
     results.put((str(c.path), json.loads((c.path / "meta.json").read_text())["pid"], int(np.asarray(c.images).sum())))
 
 
@@ -181,7 +183,7 @@ def test_eval_path_equals_pil_eval_transform(images, cache) -> None:
                           device=torch.device("cpu"))
     got = torch.cat([x for x, _ in loader])
     labels = torch.cat([y for _, y in loader])
-    pil = build_transforms(CROP, RESIZE, train=False)
+    pil = build_transforms(Geometry("shorter", CROP, RESIZE), train=False)
     ref = torch.stack([pil(load_rgb(s.path)) for s in images])
     assert len(loader) == 2 and got.shape == ref.shape == (len(images), 3, CROP, CROP)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)

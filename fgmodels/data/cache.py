@@ -3,18 +3,20 @@
 A hyperparameter search runs dozens of trials over the same images; decoding
 JPEGs and resizing them on the CPU for every epoch of every trial is what
 starves the GPU. :func:`ensure_pixel_cache` writes, per (dataset root, file
-list, resize size), one ``images.npy`` of shape ``N x S x S x 3`` (uint8,
-``S = resize_size``) plus the labels. Trials open it with ``np.load(...,
+list, resize mode, resize size), one ``images.npy`` of shape ``N x S x S x 3``
+(uint8, ``S = resize_size``; under ``direct`` that is ``img_size``) plus the labels. Trials open it with ``np.load(...,
 mmap_mode="r")``: the pixels live once in the OS page cache, whatever the
 number of trials, and a batch is a ``np.take`` of rows.
 
-What is stored: the image resized exactly as the PIL eval pipeline does
-(torchvision ``Resize(resize_size)``: shorter side -> ``S``, bilinear with
-antialias), then the central ``S x S`` square. Per image the full resized size
-and the square's offset are kept (``geometry``), so the eval centre crop of any
-``img_size`` reproduces torchvision's ``CenterCrop`` offsets exactly. Training
-random crops are drawn inside the square (the PIL pipeline may also crop along
-the longer side's ends); on the squarish FGVC images that is a few pixels.
+What is stored: the image resized exactly as the PIL pipeline does (the same
+torchvision ``resize`` call, bilinear with antialias). Under ``square`` and
+``direct`` that is the whole image at ``S x S``, nothing cut, so the eval centre
+crop and the training random crops see exactly the PIL pipeline's pixels. Under
+``shorter`` (shorter side -> ``S``) the central ``S x S`` square is kept; per
+image the full resized size and the square's offset are stored (``geometry``),
+so the eval centre crop of any ``img_size`` reproduces torchvision's
+``CenterCrop`` offsets exactly, while training random crops stay inside the
+square (the PIL pipeline may also crop along the longer side's ends).
 
 Concurrency: the first process takes an ``fcntl`` lock, builds into a temporary
 folder and renames it into place; processes that arrive meanwhile block on the
@@ -39,9 +41,10 @@ import numpy as np
 
 from fgmodels.data.cachedir import default_cache_dir
 from fgmodels.data.imageio import load_sample
+from fgmodels.data.transforms import RESIZE_MODES, Geometry
 from fgmodels.data.types import DatasetError, Sample
 
-CACHE_VERSION = 1  # bump when the stored pixels or files change
+CACHE_VERSION = 2  # bump when the stored pixels or files change
 _FILES = ("images.npy", "labels.npy", "geometry.npy", "paths.json", "meta.json")
 
 
@@ -50,7 +53,8 @@ class PixelCache:
     """An opened cache: ``images`` is a read-only memmap ``[N, S, S, 3]`` uint8.
 
     ``geometry[i] = (resized_h, resized_w, top, left)``: the image after
-    ``Resize(S)`` and where the stored square sits in it.
+    the resize and where the stored square sits in it; ``resize`` is the mode
+    (:data:`~fgmodels.data.transforms.RESIZE_MODES`) the pixels were made with.
     """
 
     path: Path
@@ -59,6 +63,7 @@ class PixelCache:
     geometry: np.ndarray
     paths: list[str]
     resize_size: int
+    resize: str
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -101,10 +106,11 @@ def unique_samples(samples: Sequence[Sample]) -> list[Sample]:
     return [by_path[p] for p in sorted(by_path)]
 
 
-def cache_key(samples: Sequence[Sample], resize_size: int, root: str | Path | None) -> str:
-    """Folder name from (root, file list with labels, sizes and mtimes, resize size)."""
+def cache_key(samples: Sequence[Sample], resize_size: int, resize: str, root: str | Path | None) -> str:
+    """Folder name from (root, file list with labels, sizes and mtimes, resize mode and size)."""
     h = hashlib.sha1()
-    h.update(json.dumps({"v": CACHE_VERSION, "root": str(root or ""), "resize": int(resize_size)}).encode())
+    h.update(json.dumps({"v": CACHE_VERSION, "root": str(root or ""), "resize": int(resize_size),
+                         "mode": resize}).encode())
     for s in samples:
         try:
             st = os.stat(s.path)
@@ -114,14 +120,16 @@ def cache_key(samples: Sequence[Sample], resize_size: int, root: str | Path | No
         h.update(f"\n{s.path}\t{s.label}\t{stamp}\t{s.trim_bottom}\t{int(s.exif_transpose)}".encode())
     name = Path(str(root)).name if root else "data"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "data"
-    return f"{safe}_r{int(resize_size)}_n{len(samples)}_{h.hexdigest()[:12]}"
+    return f"{safe}_{resize}_r{int(resize_size)}_n{len(samples)}_{h.hexdigest()[:12]}"
 
 
-def resize_square(sample: Sample, resize_size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """``(S x S x 3 uint8, (resized_h, resized_w, top, left))`` exactly as torchvision resizes a PIL image."""
+def resize_square(sample: Sample, resize_size: int, resize: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """``(S x S x 3 uint8, (resized_h, resized_w, top, left))`` exactly as torchvision resizes a PIL image
+    under the mode ``resize`` (``shorter``: then the central square)."""
     from torchvision.transforms import functional as TF
 
-    image = TF.resize(load_sample(sample), resize_size)  # the same call T.Resize(resize_size) makes
+    size = Geometry(resize, resize_size, resize_size).resize_arg  # img_size does not change the resize
+    image = TF.resize(load_sample(sample), size)  # the same call the PIL pipeline's T.Resize makes
     w, h = image.size
     top, left = int(round((h - resize_size) / 2.0)), int(round((w - resize_size) / 2.0))
     square = image.crop((left, top, left + resize_size, top + resize_size))
@@ -148,17 +156,18 @@ def open_pixel_cache(path: str | Path) -> PixelCache:
         geometry=np.load(path / "geometry.npy"),
         paths=json.loads((path / "paths.json").read_text()),
         resize_size=s,
+        resize=str(meta["resize"]),
     )
 
 
-def _build(tmp: Path, samples: list[Sample], resize_size: int, workers: int) -> None:
+def _build(tmp: Path, samples: list[Sample], resize_size: int, resize: str, workers: int) -> None:
     n, s = len(samples), int(resize_size)
     images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(n, s, s, 3))
     geometry = np.zeros((n, 4), dtype=np.int32)
 
     def one(i: int) -> None:
         try:
-            pixels, geo = resize_square(samples[i], s)
+            pixels, geo = resize_square(samples[i], s, resize)
         except (OSError, SyntaxError, ValueError) as err:
             raise DatasetError(
                 f"cannot read image {samples[i].path} while building the pixel cache: {err}; "
@@ -178,18 +187,19 @@ def _build(tmp: Path, samples: list[Sample], resize_size: int, workers: int) -> 
     np.save(tmp / "labels.npy", np.array([x.label for x in samples], dtype=np.int64))
     np.save(tmp / "geometry.npy", geometry)
     (tmp / "paths.json").write_text(json.dumps([x.path for x in samples]))
-    meta = {"version": CACHE_VERSION, "n": n, "resize_size": s, "built_at": time.time(), "pid": os.getpid()}
+    meta = {"version": CACHE_VERSION, "n": n, "resize_size": s, "resize": resize, "built_at": time.time(), "pid": os.getpid()}
     (tmp / "meta.json").write_text(json.dumps(meta))  # written last: its presence means "complete"
 
 
 def ensure_pixel_cache(
     samples: Sequence[Sample],
     resize_size: int,
+    resize: str,
     root: str | Path | None = None,
     cache_dir: str | Path | None = None,
     workers: int | None = None,
 ) -> PixelCache:
-    """Open the cache for these samples at ``resize_size``, building it on first use.
+    """Open the cache for these samples at ``resize_size`` under the mode ``resize``, building it on first use.
 
     Safe when several processes call it at once: one builds (under an exclusive
     ``fcntl`` lock, into a temp folder renamed into place), the others wait for
@@ -197,11 +207,13 @@ def ensure_pixel_cache(
     """
     if int(resize_size) <= 0:
         raise ValueError(f"resize_size must be positive, got {resize_size}")
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {list(RESIZE_MODES)}, got {resize!r}")
     items = unique_samples(samples)
     if not items:
         raise DatasetError("cannot build a pixel cache of zero images")
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir("pixels")
-    final = base / cache_key(items, resize_size, root)
+    final = base / cache_key(items, resize_size, resize, root)
     if (final / "meta.json").is_file():
         return open_pixel_cache(final)
     base.mkdir(parents=True, exist_ok=True)
@@ -221,7 +233,7 @@ def ensure_pixel_cache(
             )
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=base))
         try:
-            _build(tmp, items, int(resize_size), workers or min(8, os.cpu_count() or 1))
+            _build(tmp, items, int(resize_size), resize, workers or min(8, os.cpu_count() or 1))
             os.chmod(tmp, 0o755)
             try:
                 os.rename(tmp, final)

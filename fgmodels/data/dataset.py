@@ -13,7 +13,7 @@ from fgmodels.data.imageio import load_sample
 from fgmodels.data.preflight import BAD_IMAGE_POLICIES, DataReport, check_dataset
 from fgmodels.data.source import SYNTHETIC_BASE_SIZE
 from fgmodels.data.split import stratified_split
-from fgmodels.data.transforms import build_transforms, default_sizes
+from fgmodels.data.transforms import Geometry, build_transforms, dataset_default
 from fgmodels.data.types import DatasetError, Sample
 from fgmodels.data.verify import BadFile
 
@@ -73,21 +73,31 @@ class DataBundle:
         return list(self.report.skipped) if self.report else []
 
 
-def resolve_sizes(cfg: Mapping[str, Any]) -> tuple[int, int]:
-    """Fill ``img_size``/``resize_size`` left as None from the dataset's defaults (same ratio)."""
+def resolve_geometry(cfg: Mapping[str, Any]) -> Geometry:
+    """The trial's resize mode and sizes: keys left as None (or ``resize: auto``) take the
+    dataset's defaults; a size given alone keeps the default ratio of the two."""
     data = cfg.get("data", "synthetic")
-    img, resize = default_sizes(data)
+    default = dataset_default(data)
+    resize = cfg.get("resize") or "auto"
+    resize = default.resize if resize == "auto" else resize
+    img, size = default.img_size, default.resize_size
     if data == "synthetic":
         factor = int(cfg.get("synthetic_image_size", SYNTHETIC_BASE_SIZE)) / SYNTHETIC_BASE_SIZE
-        img, resize = int(round(img * factor)), int(round(resize * factor))
+        img, size = int(round(img * factor)), int(round(size * factor))
     want_img, want_resize = cfg.get("img_size"), cfg.get("resize_size")
-    if want_img is None and want_resize is None:
-        return img, resize
-    if want_resize is None:
-        return int(want_img), int(round(int(want_img) * resize / img))
-    if want_img is None:
-        return min(int(want_resize), int(round(int(want_resize) * img / resize))), int(want_resize)
-    return int(want_img), int(want_resize)
+    if want_img is not None and want_resize is not None:
+        img, size = int(want_img), int(want_resize)
+    elif want_img is not None:
+        img, size = int(want_img), int(round(int(want_img) * size / img))
+    elif want_resize is not None:
+        img, size = min(int(want_resize), int(round(int(want_resize) * img / size))), int(want_resize)
+    return Geometry(resize, img, img if resize == "direct" else size)
+
+
+def resolve_sizes(cfg: Mapping[str, Any]) -> tuple[int, int]:
+    """``(img_size, resize_size)`` of :func:`resolve_geometry` (``direct``: both are the input size)."""
+    geometry = resolve_geometry(cfg)
+    return geometry.img_size, geometry.resize_size
 
 
 def build_datasets(cfg: Mapping[str, Any]) -> DataBundle:
@@ -101,10 +111,9 @@ def build_datasets(cfg: Mapping[str, Any]) -> DataBundle:
     # split_seed, not the training seed: trials that differ in seed must still be
     # compared on the same validation images
     train, val = stratified_split(raw.train, float(cfg.get("val_fraction", 0.2)), int(cfg.get("split_seed", 0)))
-    img_size, resize_size = resolve_sizes(cfg)
-    jitter = float(cfg.get("color_jitter", 0.4))
-    train_tf = build_transforms(img_size, resize_size, train=True, color_jitter=jitter)
-    eval_tf = build_transforms(img_size, resize_size, train=False)
+    geometry = resolve_geometry(cfg)
+    train_tf = build_transforms(geometry, train=True, color_jitter=float(cfg.get("color_jitter", 0.4)))
+    eval_tf = build_transforms(geometry, train=False)
     return DataBundle(
         train=ImageListDataset(train, train_tf, policy),
         val=ImageListDataset(val, eval_tf, policy),

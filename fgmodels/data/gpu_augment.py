@@ -11,8 +11,12 @@ flip, jitter, normalise in DataLoader workers) with:
    colour jitter (brightness, contrast, saturation with per-image factors, in a
    random order per batch) and ImageNet normalisation.
 
-Evaluation takes the centre crop at torchvision's exact offsets, so eval
-batches equal the PIL eval transform up to float rounding. Random draws come
+Nothing is resized here: the cache holds the pixels after the config's resize
+(``square``, ``shorter`` or ``direct``). Evaluation takes the centre crop at
+torchvision's exact offsets (none under ``direct``, where the stored side is
+``img_size``), so eval batches equal the PIL eval transform up to float
+rounding; training crops are drawn in ``0..S - img_size`` (only flips under
+``direct``). Random draws come
 from the loader's CPU generator (tiny per-batch arrays), so a run is repeatable
 and the same on CPU and GPU. Nothing in a batch synchronises the host with the
 device. The output is channels-last when asked (the gather already yields that
@@ -256,11 +260,12 @@ class DeviceLoader:
 def attach_pixel_cache(bundle: Any, cfg: dict[str, Any]) -> PixelCache:
     """Build/open ONE cache over all splits of a :class:`~fgmodels.data.DataBundle`
     (so its key does not depend on the seed's val split) and attach it to each split."""
-    from fgmodels.data.dataset import resolve_sizes
+    from fgmodels.data.dataset import resolve_geometry
 
-    _, resize_size = resolve_sizes(cfg)
+    geometry = resolve_geometry(cfg)
     splits = [bundle.train, bundle.val, bundle.test]
-    cache = ensure_pixel_cache([s for d in splits for s in d.samples], resize_size, root=bundle.root)
+    cache = ensure_pixel_cache([s for d in splits for s in d.samples], geometry.resize_size, geometry.resize,
+                               root=bundle.root)
     for d in splits:
         d.pixel_cache = cache
     return cache
@@ -269,15 +274,19 @@ def attach_pixel_cache(bundle: Any, cfg: dict[str, Any]) -> PixelCache:
 def make_device_loader(dataset: Any, batch_size: int, train: bool, cfg: dict[str, Any], device: torch.device,
                        generator: torch.Generator | None = None) -> DeviceLoader:
     """The ``pipeline: cache`` counterpart of ``engine.make_loader`` for one split."""
-    from fgmodels.data.dataset import resolve_sizes
+    from fgmodels.data.dataset import resolve_geometry
 
-    img_size, resize_size = resolve_sizes(cfg)
+    geometry = resolve_geometry(cfg)
     cache = getattr(dataset, "pixel_cache", None)
     if cache is None:  # a lone split (not from attach_pixel_cache): a cache of its own images
-        cache = ensure_pixel_cache(dataset.samples, resize_size)
+        cache = ensure_pixel_cache(dataset.samples, geometry.resize_size, geometry.resize)
         dataset.pixel_cache = cache
+    if (cache.resize, cache.resize_size) != (geometry.resize, geometry.resize_size):
+        raise ValueError(f"the pixel cache {cache.path} holds resize {cache.resize!r} at {cache.resize_size} px, "
+                         f"the config asks for {geometry.resize!r} at {geometry.resize_size} px. "
+                         "Fix: attach the cache built for this config (attach_pixel_cache)")
     return DeviceLoader(
-        cache, cache.indices_of(dataset.samples), batch_size, train, img_size, device,
+        cache, cache.indices_of(dataset.samples), batch_size, train, geometry.img_size, device,
         color_jitter=float(cfg.get("color_jitter", 0.4)), channels_last=bool(cfg.get("channels_last", False)),
         generator=generator,
     )
