@@ -16,9 +16,8 @@ Nothing is resized here: the cache holds the pixels after the config's resize
 torchvision's exact offsets (none under ``direct``, where the stored side is
 ``img_size``), so eval batches equal the PIL eval transform up to float
 rounding; training crops are drawn in ``0..S - img_size`` (only flips under
-``direct``). Random draws come
-from the loader's CPU generator (tiny per-batch arrays), so a run is repeatable
-and the same on CPU and GPU. Nothing in a batch synchronises the host with the
+``direct``). Random draws come from the loader's CPU generator (tiny per-batch
+arrays), so a run is repeatable and the same on CPU and GPU. Nothing in a batch synchronises the host with the
 device. The output is channels-last when asked (the gather already yields that
 layout) and float32; autocast casts it where the model wants bf16.
 """

@@ -40,7 +40,6 @@ DATASET_DEFAULTS: dict[str, DatasetDefault] = {
     # the synthetic images are square: square and shorter give the same pixels
     "synthetic": DatasetDefault("square", 64, 72),
 }
-REAL_DATASETS = tuple(name for name in DATASET_DEFAULTS if name != "synthetic")
 
 
 def dataset_default(data: str) -> DatasetDefault:
@@ -72,13 +71,15 @@ class Geometry:
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {list(RESIZE_MODES)}, got {self.resize!r}")
+            raise ValueError(f"resize must be one of {list(RESIZE_MODES)}, got {self.resize!r}. "
+                             "Fix: set resize to one of them (or auto: the dataset's default)")
         if self.img_size <= 0 or self.resize_size < self.img_size:
             raise ValueError(f"need 0 < img_size <= resize_size, got img_size={self.img_size}, "
-                             f"resize_size={self.resize_size}")
+                             f"resize_size={self.resize_size}. Fix: crop at most the resized size "
+                             "(or leave one of the two unset: it follows the dataset's ratio)")
         if self.resize == "direct" and self.resize_size != self.img_size:
             raise ValueError(f"resize 'direct' has no crop: resize_size must equal img_size ({self.img_size}), "
-                             f"got {self.resize_size}")
+                             f"got {self.resize_size}. Fix: give direct only img_size")
 
     @property
     def resize_arg(self) -> int | list[int]:
