@@ -146,7 +146,10 @@ TRAIN_KNOBS: dict[str, Knob] = {
     "lr_milestones": Knob([15, 30], "multistep: epochs at which the lr is multiplied by lr_gamma", rule=_epoch_list),
     "lr_gamma": Knob(0.1, "multistep: lr factor at each milestone", gt=0),
     "warmup_epochs": Knob(0, "linear warm-up epochs of the first phase", ge=0),
+    "switch": Knob("epoch", "when the second optimiser phase starts: at switch_epoch, or on a val_acc plateau "
+                   "(from the best weights; without validation at switch_epoch)", choices=("epoch", "plateau")),
     "switch_epoch": Knob(None, "epoch at which a second optimiser phase starts (AT-CNN)", kind=int, ge=1),
+    "switch_patience": Knob(3, "switch: plateau: epochs without a val_acc improvement before the switch", ge=1),
     "opt_after_switch": Knob("sgd", "optimizer of the second phase", rule=_timm_optimizer, hint=_OPT_HINT),
     "lr_after_switch": Knob(1e-3, "learning rate of the second phase", gt=0),
     "grad_clip": Knob(None, "clip the gradient norm to this value", kind=float, gt=0),

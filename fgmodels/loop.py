@@ -14,6 +14,12 @@ counts completed epochs and is what a checkpoint records. Schedules (optimiser
 phase, LR milestones, ``switch_epoch``) and ``model.on_epoch_start`` take the
 number of epochs completed before the one starting (0 for the first).
 
+Optimiser phases follow one training rule (:mod:`fgmodels.optim`): the second
+phase starts at ``switch_epoch`` or, with ``switch: plateau``, once ``val_acc``
+has stalled for ``switch_patience`` epochs; a plateau switch restarts from the
+best epoch's weights (``best/``). Without a validation split the plateau
+switch falls back to ``switch_epoch``.
+
 Determinism: every epoch re-seeds all RNGs from ``(seed, epochs completed)``, so
 a run resumed after epoch N replays epoch N + 1 exactly as an uninterrupted run
 would (on the same device and library versions).
@@ -50,7 +56,7 @@ from fgmodels.checkpoint import (
 from fgmodels.config import save_config
 from fgmodels.evaluation import evaluate
 from fgmodels.hooks import installed_hooks
-from fgmodels.optim import Phase, build_optimizer, build_scheduler, phase_at
+from fgmodels.optim import Phase, build_optimizer, build_scheduler, phase_at, switch_point
 from fgmodels.runtime import autocast_for, make_loader, micro_batch_size, seed_everything, to_device
 
 log = logging.getLogger(__name__)
@@ -102,6 +108,7 @@ class Trainer:
         self.best_val_acc = -1.0
         self.best_epoch = 0  # 1-based number of the best epoch; 0 = none yet
         self.phase: Phase | None = None
+        self.weights_phase = 0  # the optimiser phase the model's weights were last trained in
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
 
@@ -109,6 +116,12 @@ class Trainer:
     def start_epoch(self) -> int:
         """Epochs completed (after ``resume``: those in the checkpoint); the next epoch is ``start_epoch + 1``."""
         return self.epochs_done
+
+    @property
+    def validated(self) -> bool:
+        """Whether a validation split judges the run (not so in a final fit on train + val)."""
+        val = getattr(self.data, "val", None)
+        return val is not None and len(val) > 0
 
     @property
     def micro_batch(self) -> int:
@@ -137,6 +150,7 @@ class Trainer:
                 "improved": improved,
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "optimizer": self.phase.opt,
+                "opt_phase": self.phase.index,
                 "micro_batch": self.micro_batch,
                 "accum_steps": self.accum_steps,
                 "oom_retries": self.oom_retries,
@@ -216,18 +230,34 @@ class Trainer:
         return metrics
 
     # ---------------------------------------------------------------- optimiser phases
+    def _phase_for(self, done: int) -> Phase:
+        """The optimiser phase of the epoch after ``done`` completed ones."""
+        return phase_at(self.cfg, done, switch_point(self.cfg, self.history[:done], self.validated))
+
     def _enter_phase(self, done: int, optimizer_state: dict | None = None) -> None:
         """Use the optimiser of the phase that the epoch after ``done`` completed epochs falls in."""
-        phase = phase_at(self.cfg, done)
+        phase = self._phase_for(done)
         if self.phase is not None and phase.index == self.phase.index and self.optimizer is not None:
             return
-        if self.phase is not None and phase.index != self.phase.index:
-            log.info("epoch %d: switching optimiser %s -> %s (fresh state)", done + 1, self.phase.opt, phase.opt)
+        if phase.index != self.weights_phase:
+            log.info("epoch %d: switching optimiser to %s at lr %g (fresh state)", done + 1, phase.opt, phase.lr)
+            if self.cfg.get("switch") == "plateau" and self.validated:
+                self._restore_best()
+            self.weights_phase = phase.index
         self.phase = phase
         self.optimizer = build_optimizer(self.model, self.cfg, phase, self.device)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, phase)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
+
+    def _restore_best(self) -> None:
+        """Load the best epoch's weights: a plateau switch restarts from them."""
+        best = self.workdir / BEST_DIR
+        if not (best / STATE_FILE).exists():
+            log.warning("optimiser switch: no best weights at %s; continuing from the current weights", best)
+            return
+        self.model.load_state_dict(load_state(best, map_location=self.device)["model"])
+        log.info("optimiser switch: restarting from the best weights (epoch %d)", self.best_epoch)
 
     # ---------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -265,7 +295,8 @@ class Trainer:
         self.best_val_acc = float(state["best_val_acc"])
         self.epochs_done, self.best_epoch = _epoch_counts(state)
         self.history = json.loads(state["history"])
-        if phase_at(self.cfg, self.epochs_done).index == int(state["phase"]):
+        self.weights_phase = int(state["phase"])
+        if self._phase_for(self.epochs_done).index == self.weights_phase:
             self._enter_phase(self.epochs_done, state["optimizer"] or None)
         own = self.workdir / CHECKPOINT_DIR
         if Path(checkpoint_dir).resolve() != own.resolve():
@@ -303,7 +334,7 @@ class Trainer:
             self.resume(self.workdir / CHECKPOINT_DIR)
         else:
             self.model = build_model(self.cfg, self.num_classes, self.device)
-            self.optimizer, self.phase, self.global_step = None, None, 0
+            self.optimizer, self.phase, self.global_step, self.weights_phase = None, None, 0, 0
         self.accum_steps, self.oom_retries = accum, retries
 
     def _announce(self, m: dict[str, Any]) -> None:

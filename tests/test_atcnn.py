@@ -254,14 +254,17 @@ def test_fit_switches_adam_to_sgd_and_loss_keeps_falling(tmp_path) -> None:
 def test_space_file_is_valid_with_paper_first_point_and_runnable_smoke() -> None:
     spaces = pytest.importorskip("search.spaces")
     space = spaces.load_space("atcnn")
-    keys = {"backbone", "fusion", "n", "m", "top_m", "lr", "switch_epoch", "lr_after_switch", "weight_decay", "batch_size"}
+    keys = {"backbone", "fusion", "n", "m", "top_m", "lr", "switch", "switch_patience", "switch_epoch", "lr_after_switch",
+            "weight_decay", "batch_size"}
     assert set(space.params) == keys
     assert space.fixed["opt"] == "adam" and space.fixed["opt_after_switch"] == "sgd"
     (first,) = space.first
     assert first["backbone"] == "inception_v3" and first["fusion"] == "1x1_1x3_3x1"
     assert first["batch_size"] == 16 and first["weight_decay"] == pytest.approx(1e-4) and first["lr"] == pytest.approx(1e-3)
+    assert first["switch"] == "plateau"  # the paper: Adam until the accuracy stops improving, then SGD
+    assert set(space.params["switch"].values) == {"plateau", "epoch"}
     assert space.params["switch_epoch"].high < space.fixed["epochs"]  # the SGD phase always runs
     (smoke,) = space.smoke().first
-    assert 1 <= smoke["switch_epoch"] < smoke["epochs"]
+    assert smoke["switch"] == "epoch" and 1 <= smoke["switch_epoch"] < smoke["epochs"]
     model = create_method("atcnn", num_classes=3, **smoke)  # top_m fits the tiny backbone
     assert model.training_step(torch.randn(2, 3, 64, 64), torch.tensor([0, 2])).loss.isfinite()

@@ -30,7 +30,7 @@ def test_registered_with_paper_defaults() -> None:
     assert method_hparams("gholm") == {
         "mu": 1.7, "theta_low": 1.0, "theta_high": 2.0, "gamma": 0.2, "tau": 0.7,
         "lambda_con": 1.0, "use_crop": True, "use_drop": True, "use_supcon": True,
-        "test_logits": "raw+crop",
+        "test_logits": "raw+crop", "supcon_features": "logits", "cam_class": "pred",
     }
     assert Gholm.default_backbone == "convnext_small" and Gholm.backbone_passes == 3
     from fgmodels.config import resolve_config
@@ -90,11 +90,13 @@ def test_grad_cam_equals_hooked_backward_and_leaves_param_grads(backbone: str, l
     torch.testing.assert_close(cam_eval, ref_argmax, rtol=1e-4, atol=1e-6)
 
 
-def test_training_step_takes_the_cam_of_the_label_not_of_the_argmax(monkeypatch) -> None:
-    """The crop and drop views of a training step come from the LABEL's Grad-CAM:
+@pytest.mark.parametrize("cam_class", ["label", "pred"])
+def test_training_step_takes_the_cam_of_the_chosen_class(monkeypatch, cam_class: str) -> None:
+    """The crop and drop views of a training step come from the Grad-CAM of the
+    LABEL (``cam_class: label``) or of the PREDICTED class (``pred``, the paper):
     the cam the step hands on is recorded and compared with independent hooked
     Grad-CAMs for the label and for the predicted class (labels chosen != argmax)."""
-    m = _method()
+    m = _method(cam_class=cam_class)
     m.train()
     x, _ = _batch(4, 96)
     with torch.no_grad():
@@ -114,7 +116,7 @@ def test_training_step_takes_the_cam_of_the_label_not_of_the_argmax(monkeypatch)
     for_label = _hooked_reference_cam(ref_model, ref_model.backbone.stages, x, y)
     for_argmax = _hooked_reference_cam(ref_model, ref_model.backbone.stages, x, pred)
     assert not torch.allclose(for_label, for_argmax, rtol=1e-3, atol=1e-5)  # the test can tell them apart
-    torch.testing.assert_close(seen[0], for_label, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(seen[0], for_label if cam_class == "label" else for_argmax, rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------- connected components / boxes
@@ -270,10 +272,13 @@ def test_supcon_finite_without_shared_labels_and_without_positives() -> None:
 
 
 # ---------------------------------------------------------------- method: training
-def test_supcon_branch_contrasts_raw_with_crop_features() -> None:
+@pytest.mark.parametrize("features", ["logits", "pooled"])
+def test_supcon_branch_contrasts_raw_with_crop_features(features: str) -> None:
     """The SupCon loss of a step equals an independent SupCon on [raw, crop]
-    features, the crop cut from the step's own boxes (feeding raw twice fails)."""
-    m = _method()
+    features, the crop cut from the step's own boxes (feeding raw twice fails);
+    the features are the classifier's output (``logits``, the paper) or the pooled
+    backbone features (``pooled``), and the two readings give different losses."""
+    m = _method(supcon_features=features)
     m.eval()  # no randomness between the step's forwards and the reference ones
     x, y = _batch(6, 64)
     out = m.training_step(x, y)
@@ -281,11 +286,14 @@ def test_supcon_branch_contrasts_raw_with_crop_features() -> None:
     whole = torch.tensor([0.0, 0.0, 64.0, 64.0])
     assert (boxes != whole).any(dim=1).any(), "every crop is the whole image: raw and crop would coincide"
     with torch.no_grad():
-        z_raw = m.backbone(x)  # timm with num_classes=0: pooled features
-        z_crop = m.backbone(ops.crop_and_resize(x, boxes))
-    ref = _supcon_reference(torch.stack([z_raw, z_crop], dim=1), y, 0.7)
-    raw_twice = _supcon_reference(torch.stack([z_raw, z_raw], dim=1), y, 0.7)
+        pooled = {"raw": m.backbone(x), "crop": m.backbone(ops.crop_and_resize(x, boxes))}  # timm num_classes=0
+        z = {k: (v @ m.fc.weight.T + m.fc.bias if features == "logits" else v) for k, v in pooled.items()}
+        other = {k: (v if features == "logits" else v @ m.fc.weight.T + m.fc.bias) for k, v in pooled.items()}
+    ref = _supcon_reference(torch.stack([z["raw"], z["crop"]], dim=1), y, 0.7)
+    raw_twice = _supcon_reference(torch.stack([z["raw"], z["raw"]], dim=1), y, 0.7)
+    other_reading = _supcon_reference(torch.stack([other["raw"], other["crop"]], dim=1), y, 0.7)
     assert abs(ref - raw_twice) > 1e-3  # the two inputs give different losses
+    assert abs(ref - other_reading) > 1e-3  # logits and pooled features can be told apart
     assert out.branch_losses["supcon"].item() == pytest.approx(ref, rel=1e-4)
 
 
@@ -482,3 +490,14 @@ def test_crop_boxes_localise_object_and_part_after_short_training(tmp_path) -> N
     print("gholm crop-box mean IoU (crop, random same-size):", report)
     assert report["bbox"][0] > report["bbox"][1] + 0.02, report
     assert report["part_box"][0] > 1.5 * report["part_box"][1], report
+
+
+def test_space_first_point_is_the_papers_reading_of_the_variant_knobs() -> None:
+    """The paper point: SupCon on the classifier's output and Grad-CAM of the
+    predicted class; both readings stay searchable."""
+    from search.spaces import load_space
+
+    space = load_space("gholm")
+    assert space.first[0]["supcon_features"] == "logits" and space.first[0]["cam_class"] == "pred"
+    assert set(space.params["supcon_features"].values) == {"logits", "pooled"}
+    assert set(space.params["cam_class"].values) == {"pred", "label"}

@@ -279,8 +279,8 @@ def test_pretrain_phase_trains_apn_on_regression_and_backbones_on_ce() -> None:
     x, y = _batch()
     out = m.training_step(x, y)
     out.loss.backward()
-    assert set(out.branch_losses) == {"ce1", "ce2", "rank", "apn_pretrain"}
-    expected = out.branch_losses["ce1"] + out.branch_losses["ce2"] + out.branch_losses["apn_pretrain"]
+    assert set(out.branch_losses) == {"ce1", "ce2", "fused", "rank", "apn_pretrain"}
+    expected = sum(out.branch_losses[k] for k in ("ce1", "ce2", "fused", "apn_pretrain"))
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert all(p.grad is not None for p in m.parameters())
     # apn_pretrain_loss alone touches the APN only
@@ -316,7 +316,8 @@ def test_training_steps_reduce_loss_on_fixed_batch() -> None:
 
 
 def test_predict_modes_and_validation() -> None:
-    m = _model(scales=3).eval()
+    m = _model(scales=3, test_logits="sum").eval()
+    assert m.fusion is None  # built only for test_logits "fused"
     x, _ = _batch()
     with torch.no_grad():
         per_scale = m.forward_scales(x).logits
@@ -403,3 +404,60 @@ def test_apn_pretraining_moves_box_towards_the_part() -> None:
     print(f"APN centre to part centre (unit image): before {before:.3f}, after {after:.3f}")
     assert before > 0.18  # the initial APN predicts about the image centre
     assert after < 0.5 * before
+
+
+# ------------------------------------------------------------------ fused test logits
+def test_fused_logits_equal_a_hand_computation_from_the_scale_features() -> None:
+    """predict() with test_logits "fused" = W [f1/|f1|, f2/|f2|, f3/|f3|] + b, with f_s the
+    pooled features of each scale's backbone on the image that scale saw, computed
+    here from the backbones directly, and W, b the fusion classifier's weights."""
+    m = _model(scales=3).eval()
+    assert m.hp.test_logits == "fused"
+    x, _ = _batch()
+    with torch.no_grad():
+        sp = m.forward_scales(x)
+        feats = [m.backbones[s](sp.inputs[s]) for s in range(3)]  # timm num_classes=0: pooled features
+        desc = torch.cat([f / f.norm(dim=1, keepdim=True) for f in feats], dim=1)
+        expected = desc @ m.fusion.weight.T + m.fusion.bias
+        got = m.predict(x)
+    assert m.fusion.weight.shape == (4, 3 * feats[0].shape[1])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    summed = torch.stack(sp.logits).sum(dim=0)
+    assert not torch.allclose(got, summed, atol=1e-3)  # a different rule from "sum"
+
+
+def test_fused_classifier_is_trained_with_the_scales() -> None:
+    """Its CE is in the loss of the CE phases (its weights get gradients and move in an
+    optimiser step, the backbones get its gradient too) and it is fixed in "apn" epochs."""
+    m = _model(scales=2, apn_pretrain_epochs=0)
+    m.on_epoch_start(0)
+    assert m.phase == "cls"
+    x, y = _batch()
+    out = m.training_step(x, y)
+    expected = out.branch_losses["ce1"] + out.branch_losses["ce2"] + out.branch_losses["fused"]
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    with torch.no_grad():
+        m.eval()
+        ref = F.cross_entropy(m.fused_logits(m.forward_scales(x)), y).item()
+        m.train()
+    assert out.branch_losses["fused"].item() == pytest.approx(ref, rel=1e-4)  # dropout 0, same images
+    before = m.fusion.weight.detach().clone()
+    opt = torch.optim.SGD(m.param_groups(0.0, lr=0.1), lr=0.1)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    assert m.fusion.weight.grad is not None and m.fusion.weight.grad.abs().sum() > 0
+    assert m.fusion.bias.grad.abs().sum() > 0
+    opt.step()
+    assert not torch.equal(m.fusion.weight, before)
+    # the fused CE alone reaches every scale's backbone
+    m.zero_grad(set_to_none=True)
+    F.cross_entropy(m.fused_logits(m.forward_scales(x)), y).backward()
+    for bb in m.backbones:
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in bb.parameters())
+    # "apn" epochs: logged, not trained
+    m.zero_grad(set_to_none=True)
+    m.set_phase("apn")
+    out = m.training_step(x, y)
+    assert "fused" in out.branch_losses
+    out.loss.backward()
+    assert m.fusion.weight.grad is None

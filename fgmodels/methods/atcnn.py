@@ -28,9 +28,12 @@ project implements it:
   run at test: ``test_logits="sum"`` = logits_main + logits_att (default);
   ``"main"`` or ``"att"`` select one branch (ablations). With
   ``use_attention=False`` (main branch only) the test rule is always ``"main"``.
-* The paper's Adam-then-SGD schedule belongs to the shared training loop
-  (config keys ``opt``, ``switch_epoch``, ``opt_after_switch``,
-  ``lr_after_switch``), not to this module.
+* The paper's Adam-then-SGD schedule ("Adam until the accuracy stops
+  improving, then SGD from the saved weights") belongs to the shared training
+  loop, not to this module: config keys ``opt``, ``opt_after_switch``,
+  ``lr_after_switch`` and the switch rule ``switch: plateau`` (with
+  ``switch_patience``; the paper's reading) or ``switch: epoch`` (at
+  ``switch_epoch``); see :mod:`fgmodels.optim`.
 
 Note: in train mode the backbone's BatchNorm couples the images of a batch, so
 X (and hence a mask) depends on the batch; the mask computation itself is

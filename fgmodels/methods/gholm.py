@@ -5,9 +5,12 @@ Three branches share ONE timm backbone and ONE linear classifier (the paper:
 "共享一个主干网络进行特征提取和分类"):
 
 * raw: image -> A = ``forward_features`` -> pooled = ``forward_head(pre_logits=True)``
-  -> logits_raw. Grad-CAM for the target class (the label in training, the argmax
-  at test) is taken from this same forward pass with ``torch.autograd.grad`` on A,
-  which only back-propagates through the head and never writes parameter ``.grad``.
+  -> logits_raw. Grad-CAM for the target class is taken from this same forward
+  pass with ``torch.autograd.grad`` on A, which only back-propagates through the
+  head and never writes parameter ``.grad``. Target: the predicted (argmax) class
+  at test; in training ``cam_class`` chooses: ``pred`` (the paper: sec. 2.2
+  back-propagates "the predicted class c" and sec. 3.1 builds the crop "from the
+  raw branch's final classification output") or ``label`` (a variant).
 * crop: heat = upsampled cam; mask = heat > mu * mean(heat); the largest
   8-connected region's bounding box is cropped and resized to the input size
   (whole image when the mask is empty, as happens early in training).
@@ -20,9 +23,11 @@ Test logits = raw + crop (``test_logits``: ``raw+crop`` | ``raw`` | ``crop``).
 
 Choices where the paper is vague (project decisions):
 
-* z = L2-normalised pooled backbone features (the classifier's input), without a
-  projection head: the paper applies the contrastive loss to the network's 1-D
-  features directly and mentions no extra head.
+* z (``supcon_features``): ``logits``, the paper's reading (sec. 3.4: the 1-D
+  features "after the backbone's fully-connected layer", i.e. the shared
+  classifier's output), or ``pooled``, the pooled backbone features before it (a
+  variant); L2-normalised inside the loss, without a projection head (the paper
+  mentions none).
 * SupCon follows Khosla et al. (denominator over all other embeddings, mean over
   anchors) with base temperature = tau, i.e. no tau/0.07 rescaling. The paper's
   eq. 11 text (denominator over negatives only, sum over anchors) reads as a
@@ -66,6 +71,10 @@ class GholmKnobs(KnobSet):
     use_supcon: bool = knob(True, "supervised contrastive loss between raw and crop features")
     test_logits: str = knob("raw+crop", "test rule: logits of raw + crop, raw only or crop only",
                             choices=("raw+crop", "raw", "crop"))
+    supcon_features: str = knob("logits", "SupCon's z: the classifier's output (paper) or the pooled features",
+                                choices=("logits", "pooled"))
+    cam_class: str = knob("pred", "training Grad-CAM target: the predicted class (paper) or the label",
+                          choices=("pred", "label"))
 
     def broken_rules(self) -> Iterable[Broken]:
         if not self.theta_low <= self.theta_high:
@@ -157,7 +166,8 @@ class Gholm(FGVCMethod):
         size = tuple(images.shape[-2:])
         need_cam = self.hp.use_crop or self.hp.use_drop
         if need_cam:
-            pooled_raw, logits_raw, cam = self._raw_with_cam(images, labels)
+            target = labels if self.hp.cam_class == "label" else None  # None: the argmax class
+            pooled_raw, logits_raw, cam = self._raw_with_cam(images, target)
         else:
             pooled_raw, logits_raw = self._branch(images)
         ce_raw = F.cross_entropy(logits_raw, labels)
@@ -184,7 +194,10 @@ class Gholm(FGVCMethod):
             total = total + self.hp.gamma * ce_drop
             branch["drop"] = ce_drop.detach()
         if self.hp.use_supcon:
-            z = torch.stack([pooled_raw, pooled_crop], dim=1)  # normalised inside supcon_loss
+            if self.hp.supcon_features == "logits":
+                z = torch.stack([logits_raw, logits_crop], dim=1)
+            else:
+                z = torch.stack([pooled_raw, pooled_crop], dim=1)  # normalised inside supcon_loss
             con = supcon_loss(z, labels, temperature=self.hp.tau)
             total = total + self.hp.lambda_con * con
             branch["supcon"] = con.detach()
@@ -207,9 +220,10 @@ class Gholm(FGVCMethod):
 
     @torch.no_grad()
     def visualize(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Dashboard images in [0, 1]: crop box on the input, heat overlay, dropped and cropped views."""
+        """Dashboard images in [0, 1]: crop box on the input, heat overlay, dropped and cropped views
+        (the cam of the class training uses, ``cam_class``)."""
         self._check_inputs(images, labels)
-        heat, boxes = self.localize(images, labels)
+        heat, boxes = self.localize(images, labels if self.hp.cam_class == "label" else None)
         base = display.to_unit_range(images.float())
         dropped = ops.apply_drop(base, ops.drop_mask(heat, self.hp.theta_low, self.hp.theta_high))
         return {

@@ -37,7 +37,13 @@ Project decisions (the paper is vague on these):
   apply to the group's lr from their construction on; pass ``lr`` to get an
   absolute ``"lr"`` key instead. With ``sched: constant`` the shared loop runs
   no scheduler, so there ``lr_scale`` is not applied (APN lr = base lr).
-* Test logits: sum over scales (``test_logits="sum"``) or one scale ("scale2").
+* Test logits (``test_logits``): ``fused`` (the original RA-CNN: each scale's
+  pooled descriptor is L2-normalised, the descriptors are concatenated and a
+  trained linear layer, the fusion classifier, classifies them; its CE is added
+  to the loss in the CE phases ("pretrain", "cls") and its gradient reaches the
+  backbones like the scales' own CE; in "apn" epochs it is fixed like the heads),
+  ``sum`` (sum of the scales' logits) or one scale (``scale2``). Only ``fused``
+  builds the fusion classifier.
 * APN input: the last feature map, adaptive-average-pooled to ``apn_grid`` x
   ``apn_grid`` (7; any input size works), flattened, FC(``apn_hidden`` = 512)
   -> tanh -> FC(3); these two are constructor arguments (tests shrink them),
@@ -75,10 +81,11 @@ class RACNNKnobs(KnobSet):
     alternation_period: int = knob(1, "epochs per cls / apn block of the alternation", ge=1)
     apn_pretrain_epochs: int = knob(1, "epochs of APN pretraining on the feature peak", ge=0)
     share_backbone: bool = knob(False, "one backbone for every scale instead of one per scale")
-    test_logits: str = knob("sum", "test rule: sum over scales, or one scale ('scale2')")
+    test_logits: str = knob("fused", "test rule: trained fusion of the L2-normalised scale features (paper), "
+                            "sum over scales, or one scale ('scale2')")
 
     def broken_rules(self) -> Iterable[Broken]:
-        valid = ["sum"] + [f"scale{i + 1}" for i in range(self.scales)]
+        valid = ["fused", "sum"] + [f"scale{i + 1}" for i in range(self.scales)]
         if self.test_logits not in valid:
             yield Broken(("test_logits", "scales"), f"with scales={self.scales} test_logits must be one of {valid}, "
                          f"got {self.test_logits!r}", f"use one of {valid} or change scales")
@@ -145,6 +152,7 @@ class ScalePass:
     """One forward through every scale."""
 
     logits: list[torch.Tensor]  # per scale [B, K]
+    pooled: list[torch.Tensor]  # per scale: the pooled descriptor the head classifies [B, D]
     feats: list[torch.Tensor]  # last feature map per scale
     boxes: list[torch.Tensor]  # per APN: box in its own input's coordinates [B, 3]
     abs_boxes: list[torch.Tensor]  # per APN: box in original-image coordinates [B, 3]
@@ -171,6 +179,8 @@ class RACNN(FGVCMethod):
         channels = int(info[-1]["num_chs"]) if info else int(first.num_features)
         self.heads = nn.ModuleList(self.new_classifier(head_dim) for _ in range(hp.scales))
         self.apns = nn.ModuleList(APN(channels, apn_grid, apn_hidden) for _ in range(hp.scales - 1))
+        # the fusion classifier on the concatenated normalised descriptors (test_logits "fused" only)
+        self.fusion = self.new_classifier(head_dim * hp.scales) if hp.test_logits == "fused" else None
         self.epoch = 0
         self.phase = self.phase_for_epoch(0)
 
@@ -212,7 +222,7 @@ class RACNN(FGVCMethod):
         # built on the device (no host-to-device copy inside the step)
         box_abs = torch.stack([images.new_full((images.shape[0],), v, dtype=dtype) for v in FULL_IMAGE], dim=1)
         x = images
-        out = ScalePass([], [], [], [], [])
+        out = ScalePass([], [], [], [], [], [])
         for s in range(self.hp.scales if last_scale else self.hp.scales - 1):
             bb, head = self._backbone(s), self.heads[s]
             if not backbone_grad or (train_apn and s == 0):
@@ -223,9 +233,11 @@ class RACNN(FGVCMethod):
                 ctx = nullcontext()
             with ctx:
                 feat = bb.forward_features(x)
-                logits = head(self.dropout(bb.forward_head(feat, pre_logits=True)))
+                pooled = bb.forward_head(feat, pre_logits=True)
+                logits = head(self.dropout(pooled))
             out.inputs.append(x)
             out.feats.append(feat)
+            out.pooled.append(pooled)
             out.logits.append(logits)
             if s == self.hp.scales - 1:
                 break
@@ -238,6 +250,13 @@ class RACNN(FGVCMethod):
         if not last_scale:
             out.inputs.append(x)
         return out
+
+    def fused_logits(self, sp: ScalePass) -> torch.Tensor:
+        """The fusion classifier on [normalise(pooled_1), ..., normalise(pooled_S)]."""
+        if self.fusion is None:
+            raise ValueError("racnn: fused logits need test_logits='fused' (the fusion classifier is built only then)")
+        desc = torch.cat([F.normalize(p, dim=1) for p in sp.pooled], dim=1)
+        return self.fusion(self.dropout(desc))
 
     def _pretrain_loss(self, sp: ScalePass) -> torch.Tensor:
         tl = max(PRETRAIN_TL, 0.5 * self.hp.min_tl_frac)
@@ -259,6 +278,10 @@ class RACNN(FGVCMethod):
         ]).sum()
         branch = {f"ce{s + 1}": c.detach() for s, c in enumerate(ce)}
         branch["rank"] = rank.detach()
+        if self.fusion is not None:  # in "apn" epochs only logged: the fusion classifier is fixed there
+            with torch.no_grad() if self.phase == "apn" else nullcontext():
+                ce.append(F.cross_entropy(self.fused_logits(sp), labels))
+            branch["fused"] = ce[-1].detach()
         if self.phase == "apn":
             loss = rank
         else:
@@ -271,7 +294,10 @@ class RACNN(FGVCMethod):
         return StepOutput(loss=loss, branch_losses=branch, logits=sp.logits[0].detach(), extras=extras)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.forward_scales(images, "cls").logits
+        sp = self.forward_scales(images, "cls")
+        if self.hp.test_logits == "fused":
+            return self.fused_logits(sp)
+        logits = sp.logits
         if self.hp.test_logits == "sum":
             return torch.stack(logits).sum(dim=0)
         return logits[int(self.hp.test_logits[len("scale"):]) - 1]
