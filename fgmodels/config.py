@@ -80,6 +80,20 @@ def _epoch_list(values: list) -> str | None:
     return None if ok else "is not a list of epoch numbers > 0"
 
 
+def _tag_syntax(tag: str) -> str | None:
+    return "is a whole model name; give only the part after the dot" if "." in tag or not tag else None
+
+
+def _backbone_tag(cls: type, values: Mapping[str, Any], out: Mapping[str, Any]) -> None:
+    """``pretrained_tag`` is judged with the backbone it names weights of (the
+    method's paper backbone when none is given): timm must have that pair."""
+    if out.get("pretrained_tag") is None:
+        return
+    from fgmodels.backbones import timm_name
+
+    timm_name(out.get("backbone") or values.get("backbone") or cls.default_backbone, out["pretrained_tag"])
+
+
 def _close(name: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(str(name), candidates, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -111,6 +125,9 @@ TRAIN_KNOBS: dict[str, Knob] = {
                      hint="use a name from timm.list_models(), e.g. convnext_small, resnet50, test_convnext"),
     "pretrained": Knob(False, "load timm's pretrained weights (needs the hub, or checkpoint_path)"),
     "checkpoint_path": Knob(None, "local backbone weights file (clusters without internet)", kind=str),
+    "pretrained_tag": Knob(None, "which timm weights of the backbone (e.g. fb_in22k_ft_in1k, tv_in1k); None = "
+                                 "timm's default tag", kind=str, rule=_tag_syntax,
+                           hint="use a tag from timm.list_pretrained('<backbone>.*'), without the backbone name"),
     "drop_rate": Knob(0.0, "dropout before the classifier(s)", ge=0, lt=1),
     # data
     "data": Knob("synthetic", "dataset: synthetic | cub | aircraft | cars | dogs | imagefolder", rule=_dataset,
@@ -233,6 +250,7 @@ def check_values(method: str, values: Mapping[str, Any]) -> dict[str, Any]:
                 f"{sorted(declared)}.",
                 key=key,
             )
+    _backbone_tag(cls, values, out)
     # per-knob checks, then the cross-knob rules with defaults for the knobs not given
     knobs = cls.Knobs.build(method_values, owner=method).as_dict()
     out.update({key: knobs[key] for key in method_values})

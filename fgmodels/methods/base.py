@@ -16,7 +16,7 @@ from fgmodels.config import TRAIN_KNOBS
 from fgmodels.knobs import KnobSet
 
 # The training keys every method is built from (besides its own knobs).
-BACKBONE_KEYS: tuple[str, ...] = ("backbone", "pretrained", "checkpoint_path", "drop_rate")
+BACKBONE_KEYS: tuple[str, ...] = ("backbone", "pretrained", "checkpoint_path", "pretrained_tag", "drop_rate")
 
 
 @dataclass
@@ -49,7 +49,7 @@ class FGVCMethod(nn.Module):
     spaces and :func:`fgmodels.registry.create_method` read the same declaration.
 
     The shared backbone options (``backbone``, ``pretrained``, ``checkpoint_path``,
-    ``drop_rate``) are handled here once: :meth:`new_backbone` builds a timm
+    ``pretrained_tag``, ``drop_rate``) are handled here once: :meth:`new_backbone` builds a timm
     backbone from them, :meth:`new_classifier` a linear head, ``self.dropout``
     is the dropout before the head(s).
 
@@ -90,6 +90,7 @@ class FGVCMethod(nn.Module):
         self.backbone_name: str = shared["backbone"]
         self.pretrained: bool = shared.get("pretrained", TRAIN_KNOBS["pretrained"].default)
         self.checkpoint_path: str | None = shared.get("checkpoint_path")
+        self.pretrained_tag: str | None = shared.get("pretrained_tag")
         self.hp = self.Knobs.build(cfg, owner=self.name)
         self.dropout = nn.Dropout(shared.get("drop_rate", TRAIN_KNOBS["drop_rate"].default))
 
@@ -100,7 +101,8 @@ class FGVCMethod(nn.Module):
 
     def new_backbone(self, **timm_kwargs: Any) -> nn.Module:
         """A fresh timm backbone (no classifier) from the shared options."""
-        return create_backbone(self.backbone_name, self.pretrained, self.checkpoint_path, **timm_kwargs)
+        return create_backbone(self.backbone_name, self.pretrained, self.checkpoint_path, self.pretrained_tag,
+                               **timm_kwargs)
 
     def new_classifier(self, in_features: int) -> nn.Linear:
         return nn.Linear(in_features, self.num_classes)
