@@ -27,6 +27,7 @@ EPILOG = f"""examples:
   {{prog}} --space gholm                 # CPU demo on synthetic data (minutes)
   {{prog}} --space gholm --data cub --data-root /data/CUB_200_2011 --gpus-per-trial 0.5
   {{prog}} --space gholm --name my-search --resume   # continue an interrupted search
+  {{prog}} --reproduce gholm --data cub --data-root /data/CUB_200_2011   # the paper's point, one trial
 
 Every option is checked before Ray starts; results go to <storage>/<name>.
 Exit status: {EXIT_OK} the search found a configuration; {EXIT_FAILED} it ran but no trial completed an epoch
@@ -58,6 +59,10 @@ def prepare(args: argparse.Namespace) -> tuple[SearchPlan, Any]:
     """Options -> (plan, space with all overrides); raises OptionError."""
     if args.resume:
         return prepare_resume(args)
+    if args.reproduce:
+        from search.reproduce import reproduce_args
+
+        args = reproduce_args(args)  # the paper's point as --space, --num-samples 1, --scheduler none, --set ...
     if not args.space:
         raise OptionError("--space is required. Fix: e.g. --space gholm (see spaces/)")
     args.plugins = activate_plugins(args.plugins)  # before the space loads the method registry

@@ -111,6 +111,10 @@ class SearchPlan:
                            "accuracy is reported beside the best trial's and it joins the single test evaluation "
                            "(0: off; needs --keep-checkpoints >= K)", demo=0, rule=NON_NEGATIVE_INT,
                            fix="e.g. --ensemble 3 (0: no ensemble)", section="storage")
+    reproduce: str | None = option("instead of a search, one trial at the paper's point of METHOD for --data (the "
+                                   "paper's weights, epochs and settings; no early stop), see docs/reproduce.md; a "
+                                   "dataset the paper does not report is refused", section="reproduce",
+                                   cli={"metavar": "METHOD"})
     plugins: list[str] = option("a Python file or module that registers methods, imported by the driver and by "
                                 "every trial (repeatable)", flag="--plugin", section="plugins",
                                 cli={"action": "append", "metavar": "PATH_OR_MODULE"})
@@ -336,7 +340,14 @@ def _sections(plan: SearchPlan) -> dict[str, tuple[str, str]]:
                     + (f"; ensemble of the top {plan.ensemble} after the search" if plan.ensemble else "")),
         "wandb": ("W&B", plan.wandb),
         "plugins": ("plugins", ", ".join(plan.plugins)),
+        "reproduce": ("reproduce", _reproduction(plan)),
     }
+
+
+def _reproduction(plan: SearchPlan) -> str:
+    from search.reproduce import describe_reproduction
+
+    return describe_reproduction(plan)
 
 
 def describe_plan(plan: SearchPlan) -> str:

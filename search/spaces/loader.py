@@ -4,7 +4,8 @@ A method's file has the sections ``description``, ``fixed`` (constants, always
 ``method``), ``params`` (the searched knobs), ``first`` (the paper's point or a
 list of points, evaluated before anything is sampled) and ``smoke`` (the CPU
 settings for the bundled synthetic data) and ``mutable`` (the searched
-continuous knobs that ``--scheduler pbt`` may change during a trial). A union file has ``include`` (a list of
+continuous knobs that ``--scheduler pbt`` may change during a trial) and ``paper`` (the paper's accuracy
+per dataset and the point that reproduces it, :mod:`search.spaces.paper`). A union file has ``include`` (a list of
 space names or paths, or ``all``: every registered method with a space file),
 plus ``description``, ``fixed`` and ``smoke`` applied to the methods that know each
 key. Everything is checked on load, before any trial runs: a typo must cost a
@@ -24,11 +25,12 @@ from fgmodels.config import TRAIN_DEFAULTS
 from search.spaces.base import SearchSpace
 from search.spaces.checks import SpaceError, checked, closest, fail, float_text, known_keys, known_methods
 from search.spaces.method import MethodSpace
+from search.spaces.paper import parse_paper
 from search.spaces.params import ParamSpec, parse_param
 from search.spaces.union import make_union
 
 SPACES_DIR = Path(__file__).resolve().parent.parent.parent / "spaces"
-_SECTIONS = ("description", "fixed", "params", "first", "smoke", "mutable", "include")
+_SECTIONS = ("description", "fixed", "params", "first", "smoke", "mutable", "paper", "include")
 _UNION_SECTIONS = ("description", "include", "fixed", "smoke")
 INCLUDE_ALL = "all"
 
@@ -186,7 +188,8 @@ def _parse_method_space(data: dict[str, Any], source: str, name: str) -> MethodS
                        f"add {key} to `fixed` (its full-run value) or remove it from `smoke`")
     space = MethodSpace(name=name, description=str(data.get("description", "")), fixed=fixed, params=params,
                         first=first, smoke_overrides=smoke, source=source,
-                        mutable=_parse_mutable(source, data.get("mutable"), params))
+                        mutable=_parse_mutable(source, data.get("mutable"), params),
+                        paper=parse_paper(source, data.get("paper"), fixed, first, method))
     space.check(source)
     space.smoke()  # checks the smoke values
     return space

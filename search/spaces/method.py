@@ -8,6 +8,7 @@ from typing import Any
 from search.spaces.base import SearchSpace
 from search.spaces.checks import SpaceError, checked, closest, configs_equal, fail, known_keys
 from search.spaces.names import OptunaNames
+from search.spaces.paper import Paper
 from search.spaces.params import ParamSpec, check_param
 
 _NAMES = OptunaNames(scoped=False)
@@ -26,6 +27,7 @@ class MethodSpace(SearchSpace):
     smoke_overrides: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
     mutable: tuple[str, ...] = ()  # searched continuous knobs PBT may change during a trial
+    paper: Paper | None = None  # what the paper reports per dataset (the `paper:` section)
 
     @property
     def methods(self) -> list[str]:
