@@ -111,7 +111,7 @@ def test_reproduce_plan_values() -> None:
     assert values["space"] == "gholm" and values["num_samples"] == 1 and values["scheduler"] == "none"
     assert values["max_epochs"] == expected["epochs"]
     assert values["overrides"] == {k: v for k, v in expected.items() if k != "data"}
-    assert values["overrides"]["pretrained_tag"] == "fb_in1k" and values["overrides"]["img_size"] == 448
+    assert values["overrides"]["pretrained_tag"] == "fb_in1k" and values["overrides"]["resize"] == "direct"
 
 
 # ------------------------------------------------------------------ the paper: section
