@@ -93,11 +93,14 @@ def sweep_config(space: "SearchSpace", plan: "SearchPlan") -> dict[str, Any]:
         for key, spec in space.member(method).params.items():
             mine = param_config(spec)
             params[key] = _merge(params[key], mine) if key in params else mine
+    w_method = _W_METHOD.get(plan.searcher, "bayes")
+    if w_method == "grid" and any("values" not in p and "value" not in p for p in params.values()):
+        w_method = "random"  # W&B's grid takes listed values only; a stepped range is listed by Ray's grid alone
     return {
         "name": plan.name,
         "description": (f"fgvc-search {plan.name}: {plan.searcher} searcher, {plan.scheduler} scheduler, space "
                         f"{space.name}; trials chosen by Ray Tune and attached here (no W&B agent ran them)"),
-        "method": _W_METHOD.get(plan.searcher, "bayes"),
+        "method": w_method,
         "metric": {"name": METRIC, "goal": "maximize" if MODE == "max" else "minimize"},
         "parameters": params,
     }

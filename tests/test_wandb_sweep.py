@@ -88,6 +88,12 @@ def test_a_one_method_space_becomes_the_sweep_configuration(tmp_path: Path) -> N
     for searcher, method in (("random", "random"), ("qmc", "bayes")):
         plan, space = plan_for(_spaces(tmp_path)["g"], tmp_path, searcher=searcher)
         assert wandb_sweep.sweep_config(space, plan)["method"] == method
+    grid = tmp_path / "grid.yaml"  # W&B's grid lists values only: a stepped range makes it random
+    for params, method in (("{lr: {type: choice, values: [0.001, 0.01]}}", "grid"),
+                           ("{label_smoothing: {type: uniform, low: 0.0, high: 0.2, step: 0.1}}", "random")):
+        grid.write_text(f"fixed: {{method: baseline, backbone: test_convnext}}\nparams: {params}\n")
+        plan, space = plan_for(grid, tmp_path, searcher="grid", num_samples=2)
+        assert wandb_sweep.sweep_config(space, plan)["method"] == method
 
 
 def test_a_union_space_becomes_one_sweep_configuration_over_its_methods(tmp_path: Path) -> None:
