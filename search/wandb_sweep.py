@@ -133,9 +133,10 @@ def default_project() -> str:
 
 
 def sweep_of(plan: "SearchPlan", space: "SearchSpace", records: Sequence[TrialRecord],
-             project: str | None = None, entity: str | None = None) -> dict[str, Any]:
-    """Create the sweep of a search and write ``wandb_sweep.json`` into its folder."""
-    ids = run_ids(plan.name, records)
+             project: str | None = None, entity: str | None = None, group: str | None = None) -> dict[str, Any]:
+    """Create the sweep of a search and write ``wandb_sweep.json`` into its folder.
+    ``group``: the search's name when its runs were logged (default: its name now)."""
+    ids = run_ids(group or plan.name, records)
     if not ids:
         raise ValueError(f"search {plan.name!r} has no trial that reported an epoch: no W&B run to attach")
     project = project or default_project()
@@ -175,8 +176,9 @@ def after_search(plan: "SearchPlan", space: "SearchSpace", records: Sequence[Tri
 
 
 # ----------------------------------------------------------------- command line
-def load_search(folder: str) -> tuple["SearchPlan", "SearchSpace", list[TrialRecord]]:
-    """The plan, space and trial records of the search in ``folder``."""
+def load_search(folder: str) -> tuple["SearchPlan", "SearchSpace", list[TrialRecord], str]:
+    """The plan, space and trial records of the search in ``folder``, and the
+    name its W&B runs were logged under."""
     from search.driver import collect, load_space
     from search.plan import PLAN_FILE, SearchPlan, apply_plan, storage_root
     from search.plugins import activate_plugins
@@ -186,11 +188,12 @@ def load_search(folder: str) -> tuple["SearchPlan", "SearchSpace", list[TrialRec
         raise ValueError(f"{folder} holds no search (no {PLAN_FILE}). Fix: give the search folder that "
                          f"run_search.py or fgvc-search printed")
     plan = SearchPlan.from_json(storage.read_text(f"{folder}/{PLAN_FILE}"))
+    group = plan.name
     root, _, name = folder.rpartition("/")
     plan.storage, plan.name = storage_root(root or "."), name  # the folder may have moved
     activate_plugins(plan.plugins)
     space = apply_plan(plan, load_space(plan.space))
-    return plan, space, collect(plan, space)
+    return plan, space, collect(plan, space), group
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entity", default=None, help="W&B entity (default: your default entity)")
     args = parser.parse_args(argv)
     try:
-        plan, space, records = load_search(args.folder)
-        entry = sweep_of(plan, space, records, args.project, args.entity)
+        plan, space, records, group = load_search(args.folder)
+        entry = sweep_of(plan, space, records, args.project, args.entity, group)
     except (ValueError, OptionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
