@@ -233,9 +233,9 @@ def test_each_pair_runs_a_real_search_first_point_first_inside_the_space(tmp_pat
 @pytest.mark.slow
 def test_pbt_exploits_with_perturbed_knobs_inside_the_space_that_the_trial_trains_with(tmp_path: Path) -> None:
     space_file = write(tmp_path, {"lr": LR}, {"lr": 1.0e-6}, mutable=["lr"])
-    # synchronous PBT: at epoch 1 and 2 every trial waits for the whole population, then the bottom
+    # synchronous PBT: at epoch 1 every trial waits for the whole population, then the bottom
     # quarter (one of four trials) takes the top one's weights, whatever the order the trials ran in
-    exp = _search(tmp_path, space_file, "random", "pbt", trials=4, epochs=3, concurrent=4, cpus_per_trial=0.5)
+    exp = _search(tmp_path, space_file, "random", "pbt", trials=4, epochs=2, concurrent=4, cpus_per_trial=0.5)
     rows = _rows(exp)
     assert len(rows) == 4 and all(r["status"] == "completed" for r in rows), rows
     exploited = 0
