@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 from ray import tune
 
 from search import trial_config
-from search.records import STOPPED_BY_SCHEDULER
+from search.records import ERRORED, STOPPED_BY_SCHEDULER, UNFINISHED, status_of
 from search.trainable import VIZ_DIR, VIZ_EPOCH_FILE
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ def default_wandb_mode() -> str:
     return "online" if wandb_logged_in() else "offline"
 
 
-def _run_id(group: str, trial_id: str) -> str:
+def run_id(group: str, trial_id: str) -> str:
+    """The W&B run id of a trial: stable, so a resumed trial continues its run
+    and a sweep can name the runs of a finished search."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", f"{group}-{trial_id}")[:120]
 
 
@@ -60,7 +62,10 @@ class WandbTrialCallback(tune.Callback):
     config, every reported numeric metric, and the best-epoch images. A run
     opens at the trial's first report, which carries the config the trial
     resolved (a trial that fails before reporting has no run; its error is in
-    the leaderboard)."""
+    the leaderboard). Its summary carries what the W&B sweep page shows of a
+    trial (:mod:`search.wandb_sweep`): ``best_val_acc``, ``epochs_run``,
+    ``status`` (as the leaderboard names it) and the cost keys once measured
+    (the last value of every logged metric)."""
 
     def __init__(self, mode: str, group: str, directory: str, project: str | None = None) -> None:
         if mode not in ("online", "offline"):
@@ -71,10 +76,14 @@ class WandbTrialCallback(tune.Callback):
         self.project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
         self._runs: dict[str, Any] = {}
         self._viz_epoch: dict[str, int] = {}
+        self._epochs: dict[str, int] = {}  # trial -> last epoch reported
+        self._max_epochs: dict[str, int] = {}  # trial -> its config's epochs (the search's --max-epochs)
+        self._diverged: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:  # Tuner pickles the run config: no live runs in it
         state = dict(self.__dict__)
-        state["_runs"], state["_viz_epoch"] = {}, {}
+        for key in ("_runs", "_viz_epoch", "_epochs", "_max_epochs", "_diverged"):
+            state[key] = type(state[key])()
         return state
 
     # -- run lifecycle
@@ -87,7 +96,7 @@ class WandbTrialCallback(tune.Callback):
         Path(self.directory).mkdir(parents=True, exist_ok=True)
         config = {**(config or {}), "search": self.group, "trial_id": trial.trial_id}
         run = wandb.init(
-            project=self.project, group=self.group, name=trial.trial_id, id=_run_id(self.group, trial.trial_id),
+            project=self.project, group=self.group, name=trial.trial_id, id=run_id(self.group, trial.trial_id),
             job_type="trial", dir=self.directory, mode=self.mode, config=config, resume="allow",
             reinit="create_new",
             settings=wandb.Settings(silent=True, console="off", disable_git=True, save_code=False,
@@ -98,18 +107,34 @@ class WandbTrialCallback(tune.Callback):
         self._runs[trial.trial_id] = run
         return run
 
-    def _finish(self, trial: Any, exit_code: int = 0) -> None:
+    def _finish(self, trial: Any, status: str, exit_code: int = 0) -> None:
         run = self._runs.pop(trial.trial_id, None)
         if run is not None:
+            run.summary["status"] = status
             run.finish(exit_code=exit_code)
+
+    def _status(self, trial: Any) -> str:
+        """The leaderboard's status of a trial that ended without error (without
+        the scheduler's record: one that ended early was stopped by it)."""
+        epochs = self._epochs.get(trial.trial_id, 0)
+        max_epochs = self._max_epochs.get(trial.trial_id, epochs)
+        return status_of("TERMINATED", trial.trial_id in self._diverged, epochs, max_epochs)
 
     # -- Ray hooks
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        run = self._run(trial, trial_config.from_result(result))
+        config = trial_config.from_result(result)
+        run = self._run(trial, config)
+        if config and "epochs" in config:
+            self._max_epochs[trial.trial_id] = int(config["epochs"])
         row = {k: v for k, v in result.items()
                if k not in _SKIP_KEYS and isinstance(v, (int, float, bool)) and not isinstance(v, str)}
         if row:
             run.log(row)
+        if result.get("diverged"):
+            self._diverged.add(trial.trial_id)
+        elif isinstance(result.get("epoch"), (int, float)):
+            self._epochs[trial.trial_id] = int(result["epoch"])
+            run.summary["epochs_run"] = self._epochs[trial.trial_id]
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         try:
@@ -118,14 +143,16 @@ class WandbTrialCallback(tune.Callback):
             log.warning("could not log visualisation of trial %s: %s", trial.trial_id, err)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial)
+        self._finish(trial, self._status(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, exit_code=1)
+        self._finish(trial, ERRORED, exit_code=1)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        for trial_id in list(self._runs):
-            self._runs.pop(trial_id).finish()
+        for trial_id in list(self._runs):  # still running or paused: the search was interrupted
+            run = self._runs.pop(trial_id)
+            run.summary["status"] = UNFINISHED
+            run.finish()
 
     # -- images
     def _log_viz(self, trial: Any, checkpoint: Any) -> None:

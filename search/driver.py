@@ -8,7 +8,6 @@ status 2 and one line naming the option and its fix; see
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
 import time
 from typing import Any
@@ -229,7 +228,7 @@ def run(plan: SearchPlan, space: Any, resume: bool, test: bool = True, data_repo
     """The search itself, its summary and the exit status."""
     import ray
 
-    from search import results, tuner
+    from search import results, tuner, wandb_sweep
 
     from search.leftovers import record_session, stop_leftovers
 
@@ -265,8 +264,5 @@ def run(plan: SearchPlan, space: Any, resume: bool, test: bool = True, data_repo
     if plan.is_remote:
         storage.upload_dir(plan.local_dir, plan.experiment_path)
     print(f"search folder: {plan.local_dir}  ({time.time() - start:.0f} s)")
-    if plan.wandb == "offline":
-        runs = sorted(glob.glob(str(plan.local_dir / "wandb" / "offline-run-*")))
-        if runs:
-            print(f"W&B runs were logged offline; upload them with:\n  wandb sync {plan.local_dir / 'wandb'}/offline-run-*")
+    wandb_sweep.after_search(plan, space, found, interrupted=code == EXIT_INTERRUPTED)
     return code

@@ -1,12 +1,20 @@
-"""``--ensemble K``: the K best trials' best checkpoints, their softmax outputs
-averaged (equal weights).
+"""``--ensemble K``: an ensemble of the K best trials' best checkpoints, its
+members and weights chosen on validation only.
 
-Chosen on validation only: the members are the top K of the leaderboard (by
-best val_acc), and the ensemble's val accuracy is reported beside that of its
-best member, both measured here on the whole validation split (a trial's own
-val_acc may have used ``max_eval_batches``). The test split is then read once
-per member, in the search's single test evaluation: the best member's test
-numbers and the ensemble's come from the same pass.
+The candidates are the top K of the leaderboard (by best val_acc). Greedy
+forward selection with replacement (Caruana et al., "Ensemble selection from
+libraries of models", ICML 2004) picks them: the bag starts empty; each of
+``2 K`` rounds adds (again, if it helps) the candidate whose softmax, averaged
+with the bag's, scores best on the whole validation split (accuracy; a tie goes to the
+lower log-loss, then to the better-ranked candidate); the ensemble is the bag
+after the round of best accuracy (the earliest on a tie: the smaller bag).
+A candidate's weight is how often it is in the bag, so the ensemble has
+K' <= K members, and may be the best single checkpoint alone. The report
+puts the chosen ensemble's val accuracy beside that of the best trial, both
+measured here on the whole validation split (a trial's own val_acc may have
+used ``max_eval_batches``). The test split is read once per chosen member
+(and the best trial), in the search's single test evaluation, after the
+choice: the best trial's test numbers and the ensemble's come from the same pass.
 """
 from __future__ import annotations
 
@@ -65,7 +73,7 @@ def members_of(ranked: list[TrialRecord], k: int) -> list[TrialRecord]:
 
 
 def evaluate(members: list[TrialRecord], split: str) -> dict[str, Any]:
-    """Each member's and the ensemble's accuracy on ``split``, plus the logits."""
+    """Each member's accuracy on ``split``, plus the logits and labels."""
     logits, labels = [], None
     for record in members:
         out, target = split_logits(record, split)
@@ -77,32 +85,70 @@ def evaluate(members: list[TrialRecord], split: str) -> dict[str, Any]:
         logits.append(out)
     return {"members": [{"trial_id": r.trial_id, "method": r.method, "acc": accuracy(x, labels)}
                         for r, x in zip(members, logits)],
-            "acc": accuracy(ensemble_probs(logits), labels), "images": int(labels.numel()),
+            "images": int(labels.numel()),
             "logits": logits, "labels": labels}
 
 
+def log_loss(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean negative log-probability of the true class (``scores``: probabilities)."""
+    return float(-scores.gather(1, labels[:, None]).clamp_min(1e-12).log().mean())
+
+
+def greedy_selection(logits: Sequence[torch.Tensor], labels: torch.Tensor,
+                     rounds: int | None = None) -> list[int]:
+    """How often each candidate is in the bag chosen by greedy forward selection
+    with replacement (see the module docstring); ``rounds`` defaults to 2 K.
+    Reads only the validation ``logits`` and ``labels`` it is given."""
+    probs = [torch.softmax(x.float(), dim=1) for x in logits]
+    counts, total = [0] * len(probs), torch.zeros_like(probs[0])
+    best_acc, best_counts = -1.0, counts
+    for step in range(1, (rounds or 2 * len(probs)) + 1):
+        scores = [(accuracy(mean, labels), -log_loss(mean, labels))
+                  for mean in ((total + p) / step for p in probs)]
+        pick = max(range(len(probs)), key=lambda i: (scores[i], -i))
+        counts[pick] += 1
+        total = total + probs[pick]
+        if scores[pick][0] > best_acc:
+            best_acc, best_counts = scores[pick][0], list(counts)
+    return best_counts
+
+
 def write_val_report(members: list[TrialRecord], folder: Path) -> tuple[dict[str, Any], str]:
-    """``ensemble.json`` (validation only) and a printable line."""
+    """Choose the ensemble on validation; write ``ensemble.json`` (validation
+    only, with ``weights`` per candidate) and return it with a printable line."""
     val = evaluate(members, "val")
+    counts = greedy_selection(val["logits"], val["labels"])
+    weights = [c / sum(counts) for c in counts]
+    acc = accuracy(ensemble_probs(val["logits"], weights), val["labels"])
     best = val["members"][0]
-    report = {"note": "validation split only; members are the top trials by val_acc, softmax averaged with equal "
-                      "weights; accuracies measured here on the whole validation split",
-              "k": len(members), "members": val["members"], "val_images": val["images"],
-              "ensemble_val_acc": val["acc"], "best_member_val_acc": best["acc"],
-              "best_member": best["trial_id"], "ensemble_better": val["acc"] > best["acc"]}
+    chosen = [{**m, "weight": w} for m, w in zip(val["members"], weights) if w > 0]
+    report = {"note": "validation split only: the candidates are the top trials by val_acc, the members and their "
+                      "weights chosen by greedy forward selection with replacement on the whole validation split, "
+                      "where every accuracy here is measured",
+              "k": len(members), "candidates": val["members"], "members": chosen, "weights": weights,
+              "val_images": val["images"], "ensemble_val_acc": acc, "best_member_val_acc": best["acc"],
+              "best_member": best["trial_id"], "ensemble_better": acc > best["acc"]}
     (folder / ENSEMBLE_JSON).write_text(json.dumps(report, indent=2) + "\n")
-    verdict = "better than" if val["acc"] > best["acc"] else "equal to" if val["acc"] == best["acc"] else "worse than"
-    text = (f"ensemble of the top {len(members)} trials: val_acc {val['acc']:.4f} on {val['images']} images, "
-            f"{verdict} its best member {best['trial_id']} ({best['acc']:.4f}) -> {folder / ENSEMBLE_JSON}")
+    verdict = "better than" if acc > best["acc"] else "equal to" if acc == best["acc"] else "worse than"
+    names = ", ".join(f"{m['trial_id']} x{w:.2f}" for m, w in zip(val["members"], weights) if w > 0)
+    text = (f"ensemble chosen on validation from the top {len(members)} trials ({names}): val_acc {acc:.4f} on "
+            f"{val['images']} images, {verdict} the best trial {best['trial_id']} ({best['acc']:.4f}) "
+            f"-> {folder / ENSEMBLE_JSON}")
     return report, text
 
 
-def on_test_split(members: list[TrialRecord]) -> tuple[dict[str, float], dict[str, Any]]:
-    """One pass over the test split per member: the best member's metrics (as
+def on_test_split(members: list[TrialRecord], weights: Sequence[float]) -> tuple[dict[str, float], dict[str, Any]]:
+    """One pass over the test split per chosen member and the best trial
+    (``members[0]``): the best trial's metrics (as
     :func:`fgmodels.evaluation.evaluate` reports them) and the ensemble entry."""
-    test = evaluate(members, "test")
+    used = [i for i, w in enumerate(weights) if w > 0 or i == 0]
+    test = evaluate([members[i] for i in used], "test")
     best_logits, labels = test["logits"][0], test["labels"]
     best = {"acc": accuracy(best_logits, labels),
             "loss": float(torch.nn.functional.cross_entropy(best_logits, labels)), "n": test["images"]}
-    entry = {"k": len(members), "members": test["members"], "test_acc": test["acc"], "test_images": test["images"]}
+    used_weights = [weights[i] for i in used]
+    members_out = [{**m, "weight": w} for m, w in zip(test["members"], used_weights) if w > 0]
+    entry = {"k": len(members_out), "members": members_out, "best_trial_test_acc": best["acc"],
+             "test_acc": accuracy(ensemble_probs(test["logits"], used_weights), labels),
+             "test_images": test["images"]}
     return best, entry

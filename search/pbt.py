@@ -6,8 +6,11 @@ the trials' configs under the searcher's feet), so ``pbt`` runs only with
 ``first`` points first) by Ray's generator over the space written as Ray
 domains (:func:`ray_param_space`), then evolved.
 
-Every ``--grace-period`` epochs, a trial in the bottom quarter by ``val_acc``
-copies the weights of one in the top quarter (Ray restores its checkpoint into
+Every ``--grace-period`` epochs, once every trial of the population has got
+there (Ray's synchronous PBT: each trial waits, paused, for the others, so a
+decision never depends on which trials happen to have reported first, and
+the whole population is ranked at every step), a trial in the bottom quarter
+by ``val_acc`` copies the weights of one in the top quarter (Ray restores its checkpoint into
 the weak trial) and continues with that trial's configuration, in which each
 knob the space lists under ``mutable`` is perturbed (x0.8 or x1.2, or redrawn
 from its range with probability 1/4) and then clipped into its range, so a
@@ -79,11 +82,12 @@ def build_pbt(plan: "SearchPlan", space: "SearchSpace") -> Any:
     return PopulationBasedTraining(time_attr=TIME_ATTR, metric=METRIC, mode=MODE,
                                    perturbation_interval=plan.grace_period, hyperparam_mutations=mutations(member),
                                    quantile_fraction=QUANTILE, resample_probability=RESAMPLE_PROBABILITY,
-                                   custom_explore_fn=ClipToSpace(bounds))
+                                   custom_explore_fn=ClipToSpace(bounds), synch=True)
 
 
 def describe_pbt(plan: "SearchPlan") -> str:
-    return (f"population-based training on {METRIC} ({MODE}): every {plan.grace_period} epoch(s) the bottom "
+    return (f"population-based training on {METRIC} ({MODE}): every {plan.grace_period} epoch(s), once all trials "
+            f"got there, the bottom "
             f"{QUANTILE:.0%} copy a top trial's weights and perturb its mutable knobs; nothing stops early")
 
 

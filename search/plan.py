@@ -107,8 +107,9 @@ class SearchPlan:
                                    "the top K by val_acc; the others' are deleted as soon as they end",
                                    demo=DEFAULT_KEEP, rule=POSITIVE_INT, fix=f"e.g. --keep-checkpoints {DEFAULT_KEEP}",
                                    section="storage")
-    ensemble: int = option("after the search, average the softmax of the top K trials' best checkpoints; its val "
-                           "accuracy is reported beside the best trial's and it joins the single test evaluation "
+    ensemble: int = option("after the search, an ensemble of the top K trials' best checkpoints, its members and "
+                           "weights chosen on validation (greedy selection with replacement); its val accuracy is "
+                           "reported beside the best trial's and it joins the single test evaluation "
                            "(0: off; needs --keep-checkpoints >= K)", demo=0, rule=NON_NEGATIVE_INT,
                            fix="e.g. --ensemble 3 (0: no ensemble)", section="storage")
     reproduce: str | None = option("instead of a search, one trial at the paper's point of METHOD for --data (the "

@@ -5,6 +5,9 @@ plots, importance, the test evaluation) works from these records only.
 A record's ``config`` is the one the trial resolved and reported (the content of
 its ``trial_config.yaml``), never the searcher's proposal: what the leaderboard
 shows, ``best_config.yaml`` retrains and the test evaluates is what really ran.
+Under PBT a trial's config changes when it takes over another trial's weights;
+the record then holds the config its best epoch trained with, and its mutable
+knobs also show, as ``<key>_start`` (e.g. ``lr_start``), the value it started with.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ class TrialRecord:
     trial_id: str
     method: str
     config: dict[str, Any]  # the resolved fgmodels config the trial ran (its trial_config.yaml)
-    knobs: dict[str, Any]  # the searched keys of this trial's method -> value
+    knobs: dict[str, Any]  # the searched keys of this trial's method -> value (PBT: also <key>_start)
     curve: list[tuple[int, float]]  # (epoch, val_acc), epochs 1-based, one point each, diverged record excluded
     status: str
     best_val_acc: float = float("nan")
@@ -104,26 +107,49 @@ def status_of(ray_status: str, diverged: bool, epochs_run: int, max_epochs: int,
     return UNFINISHED
 
 
+def config_at_epoch(rows: list[dict[str, Any]], epoch: int) -> dict[str, Any] | None:
+    """The config that trained ``epoch``: the one carried by the latest (re)start
+    report up to that epoch's last report (a trial reports its config at every
+    start, so after a PBT exploit the rows carry the perturbed one)."""
+    current, found = None, None
+    for row in rows:
+        current = trial_config.from_result(row) or current
+        value = row.get("epoch")
+        if value is not None and not _isnan(value) and int(value) == epoch and not _truthy(row.get("diverged")) \
+                and row.get(METRIC) is not None and not _isnan(row.get(METRIC)):
+            found = current
+    return found
+
+
 def make_record(trial_id: str, ray_status: str, ray_config: Mapping[str, Any], rows: list[dict[str, Any]],
                 space: SearchSpace, max_epochs: int, stops: Mapping[str, Any] | None = None,
-                saved_config: Mapping[str, Any] | None = None) -> TrialRecord:
-    """One trial's record. Its config is ``saved_config`` (the trial's
-    ``trial_config.yaml``) or the one its reports carry; only a trial that
-    never reported (it failed before its first epoch, and is never ranked)
-    shows the searcher's proposal. ``stops``: the scheduler's recorded STOP
-    decisions (trial id -> {"epoch", "scheduler"}), or None."""
-    config = dict(saved_config or trial_config.from_rows(rows) or _proposal(space, ray_config))
-    method = config.get("method", "baseline")
+                saved_config: Mapping[str, Any] | None = None, show_start: bool = False) -> TrialRecord:
+    """One trial's record. Its config is the one its best epoch trained with
+    (from its reports), else ``saved_config`` (the trial's ``trial_config.yaml``)
+    or the first config its reports carry; only a trial that never reported (it
+    failed before its first epoch, and is never ranked) shows the searcher's
+    proposal. ``stops``: the scheduler's recorded STOP decisions (trial id ->
+    {"epoch", "scheduler"}), or None. ``show_start`` (PBT): each mutable knob
+    also as ``<key>_start``, the value the trial started with."""
+    start = dict(saved_config or trial_config.from_rows(rows) or _proposal(space, ray_config))
+    method = start.get("method", "baseline")
     curve, diverged, message = curve_from_rows(rows)
     epochs_run = max((e for e, _ in curve), default=0)
     stopped = None if stops is None else trial_id in stops
     status = status_of(ray_status, diverged, epochs_run, max_epochs, stopped)
     best_epoch, best = max(curve, key=lambda p: (p[1], -p[0]), default=(0, float("nan")))
+    config = dict(config_at_epoch(rows, best_epoch) or start) if curve else start
     try:
         keys = searched_keys(space, method)
+        mutable = space.member(method).mutable if show_start else ()
     except Exception:  # a method the (edited) space no longer has: show no knobs
-        keys = []
-    return TrialRecord(trial_id=trial_id, method=method, config=config, knobs={k: config.get(k) for k in keys},
+        keys, mutable = [], ()
+    knobs: dict[str, Any] = {}
+    for key in keys:
+        knobs[key] = config.get(key)
+        if key in mutable:
+            knobs[f"{key}_start"] = start.get(key)
+    return TrialRecord(trial_id=trial_id, method=method, config=config, knobs=knobs,
                        curve=curve, status=status, best_val_acc=best, best_epoch=best_epoch, epochs_run=epochs_run,
                        message=message, cost=cost_from_rows(rows))
 
@@ -150,7 +176,7 @@ def collect(plan: SearchPlan, space: SearchSpace, stops: Mapping[str, Any] | Non
         rows = frame.to_dict("records") if frame is not None else []
         saved = None if trial_config.from_rows(rows) else _saved_config(trial)
         record = make_record(trial.trial_id, trial.status, dict(trial.config), rows, space, plan.max_epochs,
-                             stops=stops, saved_config=saved)
+                             stops=stops, saved_config=saved, show_start=plan.scheduler == "pbt")
         record.path = str(trial.path)
         if record.status == ERRORED:
             record.message = _error_text(analysis, trial, pafs)

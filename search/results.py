@@ -5,8 +5,8 @@
 * ``best_config.yaml``: the best trial's resolved config, which ``python -m fgmodels.train --config`` retrains,
 * ``test_result.json``: the best checkpoint on the TEST split, evaluated ONCE
   (it is never recomputed: an existing file is kept and reported),
-* ``ensemble.json`` (``--ensemble K``): the top K trials' averaged softmax on
-  validation beside its best member; ``test_result.json`` then has an ``ensemble`` entry,
+* ``ensemble.json`` (``--ensemble K``): the ensemble chosen on validation among the top K
+  trials, beside the best trial; ``test_result.json`` then has an ``ensemble`` entry,
 * ``learning_curves.png``, ``knobs_vs_accuracy.png``, ``param_importance.png``,
 * ``pareto.png``: best val_acc against the first cost of the front, the front connected
   (the leaderboard's ``pareto`` column marks the same trials),
@@ -147,10 +147,12 @@ def write_best_config(best: TrialRecord, plan: SearchPlan, folder: Path) -> Path
     return path
 
 
-def evaluate_on_test_once(best: TrialRecord, folder: Path, members: list[TrialRecord] | None = None) -> dict[str, Any]:
+def evaluate_on_test_once(best: TrialRecord, folder: Path, members: list[TrialRecord] | None = None,
+                          weights: list[float] | None = None) -> dict[str, Any]:
     """The ONE evaluation of this search on the test split (kept if it exists).
-    ``members``: an ensemble chosen on validation (best first, ``best`` among
-    them); each member reads the test split once, the best one included."""
+    ``members``/``weights``: the ensemble's candidates (best first) and the
+    weights chosen on validation; each chosen member reads the test split once,
+    the best trial too."""
     from fgmodels.engine import evaluate_checkpoint
 
     path = folder / TEST_RESULT
@@ -161,7 +163,7 @@ def evaluate_on_test_once(best: TrialRecord, folder: Path, members: list[TrialRe
     entry = None
     if members:
         assert members[0] is best, "the ensemble's first member is the best trial"
-        metrics, entry = ensemble.on_test_split(members)
+        metrics, entry = ensemble.on_test_split(members, weights or [1.0] * len(members))
     else:
         with best.checkpoint.as_directory() as ckpt:
             metrics = evaluate_checkpoint(ckpt, best.config, split="test")
@@ -237,11 +239,12 @@ def summarize(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, 
     if counts[UNFINISHED]:
         print("the search is unfinished: continue it with --resume before trusting a test number")
     elif test:
-        result = evaluate_on_test_once(best, folder, members)
+        result = evaluate_on_test_once(best, folder, members, out.get("ensemble", {}).get("weights"))
         out["test"] = result
         again = " (already evaluated earlier: not recomputed)" if result.get("reused") else ""
         print(f"TEST split (the only test evaluation of this search){again}: acc {result['test_acc']:.4f} "
               f"on {result['test_images']} images -> {folder / TEST_RESULT}")
         if "ensemble" in result:
-            print(f"TEST split, ensemble of the top {result['ensemble']['k']}: acc {result['ensemble']['test_acc']:.4f}")
+            print(f"TEST split, the ensemble chosen on validation ({result['ensemble']['k']} members): "
+                  f"acc {result['ensemble']['test_acc']:.4f}")
     return out

@@ -328,6 +328,8 @@ def check_python(argv: list[str], cmd: Command, tmp: Path) -> None:
         check_run_search(args[1:], cmd, tmp)
     elif args[:2] == ["-m", "fgmodels.train"]:
         check_train(args[2:], cmd, tmp)
+    elif args[:2] == ["-m", "search.wandb_sweep"]:  # needs a W&B login: its flags only
+        assert_flags_in_help(args[2:], (sys.executable, "-m", "search.wandb_sweep"), cmd)
     elif args[:1] == ["-c"]:
         proc = subprocess.run([sys.executable, "-c", args[1]], capture_output=True, text=True, timeout=600,
                               cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -26,6 +26,7 @@ class OfflineRun:
     group: str
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)  # the summary records written, later keys win
     path: Path | None = None
 
 
@@ -63,7 +64,7 @@ def _value(text: str) -> Any:
 
 
 def read_run(run_dir: str | Path) -> OfflineRun:
-    """Config and history rows (``{"epoch": 1, "val_acc": 0.4, ...}``) of one offline run."""
+    """Config, summary and history rows (``{"epoch": 1, "val_acc": 0.4, ...}``) of one offline run."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     run_dir = Path(run_dir)
@@ -82,6 +83,9 @@ def read_run(run_dir: str | Path) -> OfflineRun:
         elif kind == "config":
             for item in rec.config.update:
                 run.config[item.key] = _value(item.value_json)
+        elif kind == "summary":
+            for item in rec.summary.update:
+                run.summary[item.key or "/".join(item.nested_key)] = _value(item.value_json)
         elif kind == "history":
             row = {}
             for item in rec.history.item:
