@@ -46,6 +46,15 @@ ray.get(touch.remote(sys.argv[2]), timeout=120)
 print("RAN on", sum(n["Alive"] for n in ray.nodes()), "nodes")
 """
 
+# Waits until the head and the worker are both alive.
+BOTH_NODES = """
+import sys, time
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+while sum(n["Alive"] for n in ray.nodes()) < 2:
+    time.sleep(0.5)
+"""
+
 
 @dataclass
 class AuthCluster:
@@ -87,6 +96,7 @@ def cluster() -> Iterator[AuthCluster]:
         wait_for(lambda: subprocess.run(["ray", "status", f"--address={address}"], env=env,
                                         capture_output=True).returncode == 0, 120, "the Ray head")
         nodes.append(_start_node([f"--address={address}"], env, tmp / "worker.log"))
+        subprocess.run([sys.executable, "-c", BOTH_NODES, address], env=env, check=True, timeout=180)
         yield AuthCluster(address, env, token_file.read_text(), tmp, made.stdout + made.stderr)
     finally:
         for node in reversed(nodes):
@@ -110,14 +120,16 @@ def test_the_token_file_is_private_and_never_printed(cluster: AuthCluster) -> No
     assert token_file.read_text() == cluster.token  # made once: a second call keeps it
 
 
-def _documented_job_command() -> str:
-    """The `ray job submit` command of docs/cluster.md, continuation lines joined."""
+def _documented_job_command() -> tuple[dict[str, str], str]:
+    """The `ray job submit` command of docs/cluster.md, continuation lines joined:
+    (the variables set in front of it, the command)."""
     text = (REPO / "docs" / "cluster.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
     (block,) = [b for b in blocks if "ray job submit" in b]
     joined = block.replace("\\\n", "")
-    (command,) = [line.strip() for line in joined.splitlines() if line.strip().startswith("ray job submit")]
-    return command
+    (line,) = [line.strip() for line in joined.splitlines() if "ray job submit" in line]
+    prefix, command = line.split("ray job submit", 1)
+    return dict(word.split("=", 1) for word in prefix.split()), "ray job submit" + command
 
 
 def _entrypoint_from_rays_job_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -154,7 +166,18 @@ def test_the_documented_ray_jobs_command_runs_the_search_with_the_token(
     space.write_text(yaml.safe_dump(TINY, sort_keys=False))
     home.mkdir()
     (home / "fgvc-search").symlink_to(REPO)  # the checkout where `ray up` puts it: ~/fgvc-search
-    command = _documented_job_command()
+    variables, command = _documented_job_command()
+    assert variables == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": "~/.ray/fgvc-cluster-token"}
+    # With those variables (the shell expands ~), Ray's job client sends the token.
+    (home / ".ray").mkdir()
+    laptop_token = home / ".ray" / "fgvc-cluster-token"
+    shutil.copy(cluster.tmp / "token", laptop_token)
+    headers = subprocess.run(
+        [sys.executable, "-c", "from ray._private.authentication.http_token_authentication import "
+         "get_auth_headers_if_auth_enabled as h; print(h({}))"], capture_output=True, text=True, check=True,
+        env={**cluster.env, "HOME": str(home), "RAY_AUTH_MODE": variables["RAY_AUTH_MODE"],
+             "RAY_AUTH_TOKEN_PATH": variables["RAY_AUTH_TOKEN_PATH"].replace("~", str(home), 1)})
+    assert f"Bearer {cluster.token}" in headers.stdout
     tiny = "--gpus-per-trial 0 --cpus-per-trial 1 --num-samples 2 --max-epochs 1 --max-concurrent 2 " \
            "--wandb offline --no-smoke"
     for documented, here in {"--space gholm": f"--space {space}", "--data cub --data-root /data/CUB_200_2011":
