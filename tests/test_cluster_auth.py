@@ -8,7 +8,8 @@ RAY_AUTH_MODE=token, RAY_AUTH_TOKEN_PATH on every node).
   it (``/bin/sh -c``, RAY_ADDRESS set) and must succeed with trials on both nodes. The job
   server itself needs ray[default]'s aiohttp, which is not installed here, so the HTTP hop
   is the one part not exercised;
-* the token string appears in no file of the search folder (records, plots, offline W&B);
+* the token string appears in no file of the search folder (records, plots, offline W&B),
+  even with the token in the driver's environment (RAY_AUTH_TOKEN, as KubeRay passes it);
 * a client with a wrong token, or with none, is refused, and the task it tries to run (it
   would create a marker file) never runs; the same client with the right token does run it;
 * every process the cluster started is gone afterwards.
@@ -190,7 +191,9 @@ def test_the_documented_ray_jobs_command_runs_the_search_with_the_token(
     sent = _entrypoint_from_rays_job_cli(argv[1:], monkeypatch)
     assert sent["address"] == "http://localhost:8265" and sent["submission_id"] == "gholm-cub-1"
     # The job supervisor runs the entrypoint string with /bin/sh -c and RAY_ADDRESS set to the cluster.
-    env = {**cluster.env, "HOME": str(home), "RAY_ADDRESS": cluster.address}
+    # RAY_AUTH_TOKEN too, as KubeRay sets it in every container: the driver holds the token in its
+    # environment, and still writes it nowhere.
+    env = {**cluster.env, "HOME": str(home), "RAY_ADDRESS": cluster.address, "RAY_AUTH_TOKEN": cluster.token}
     job = subprocess.run(sent["entrypoint"], shell=True, capture_output=True, text=True, env=env, cwd=tmp,
                          timeout=300)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
