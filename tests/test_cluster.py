@@ -143,7 +143,7 @@ def test_setup_installs_this_checkout_with_the_pinned_versions(name: str) -> Non
                                                  "ray": "2.60.0", "optuna": "5.0.0", "wandb": "0.31.0"}
     assert ray.__version__ == pins["ray"]  # the cluster runs the Ray these configs were validated with
     # the checkout is copied to every node and installed editable from there
-    ((remote, local),) = cfg["file_mounts"].items()
+    ((remote, local),) = [(r, l) for r, l in cfg["file_mounts"].items() if not l.startswith("~")]
     assert (REPO / local).resolve() == REPO
     for commands in (cfg["head_setup_commands"], cfg["worker_setup_commands"]):
         install = [c for c in commands if "pip install" in c and " -e ." in c]
@@ -153,6 +153,46 @@ def test_setup_installs_this_checkout_with_the_pinned_versions(name: str) -> Non
     assert ".venv" in cfg["rsync_exclude"] and "results" in cfg["rsync_exclude"]
     assert all("unset OMP_NUM_THREADS" in c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
                if "ray start" in c)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_node_gets_the_token_and_ray_requires_it(name: str) -> None:
+    cfg = _prepared(_load(name))
+    made_by_script = re.search(r'file="\$\{1:-\$HOME/([^}]+)\}"', (REPO / "cluster" / "new-token.sh").read_text())
+    assert cfg["file_mounts"]["~/.ray/auth_token"] == f"~/{made_by_script.group(1)}"  # Ray's default token path
+    starts = [c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2
+    for command in starts:
+        assert "export RAY_AUTH_MODE=token;" in command.split("ray start")[0]
+    setup = " && ".join(cfg["setup_commands"])
+    assert "chmod 600 ~/.ray/auth_token" in setup  # and Ray's commands run with RAY_AUTH_MODE=token:
+    assert "echo 'export RAY_AUTH_MODE=token' >> ~/.bashrc" in setup  # ray exec/submit/attach source ~/.bashrc
+
+
+def test_ray_up_stops_before_launching_anything_without_the_token_file(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ray up` hashes every file mount before it starts a node; a missing token file ends it there."""
+    from ray.autoscaler._private.util import hash_runtime_conf
+
+    cfg = _prepared(_load("cluster.yaml"))
+    token_mount = {"~/.ray/auth_token": cfg["file_mounts"]["~/.ray/auth_token"]}
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="fgvc-cluster-token"):
+        hash_runtime_conf(token_mount, None, {**cfg, "marker": str(tmp_path)})
+    made = subprocess.run(["bash", str(REPO / "cluster" / "new-token.sh")], capture_output=True, text=True,
+                          check=True, env={**os.environ, "HOME": str(tmp_path)})
+    token = tmp_path / ".ray" / "fgvc-cluster-token"
+    assert made.stdout.strip() == str(token) and (token.stat().st_mode & 0o777) == 0o600
+    hash_runtime_conf(token_mount, None, {**cfg, "marker": str(tmp_path) + "/again"})
+
+
+def test_onprem_checks_the_shared_folder_first_and_names_rsync() -> None:
+    raw_text = (REPO / "cluster-onprem.yaml").read_text()
+    setup = _prepared(_load("cluster-onprem.yaml"))["setup_commands"]
+    assert setup[0].startswith("test -d /mnt/shared ||")  # seconds, before the multi-GB install
+    assert all("pip install" not in c for c in setup[:1]) and any("pip install" in c for c in setup[1:])
+    requirements = raw_text.split("# Requirements on every machine:")[1].split("\n\n")[0]
+    assert "rsync" in requirements and "`ray up` on needs rsync" in requirements
 
 
 # ----------------------------------------------------------------- --max-failures
