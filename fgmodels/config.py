@@ -133,7 +133,8 @@ TRAIN_KNOBS: dict[str, Knob] = {
     "data": Knob("synthetic", "dataset: synthetic | cub | aircraft | cars | dogs | imagefolder", rule=_dataset,
                  hint="use one of the known datasets"),
     "data_root": Knob(None, "dataset folder; the synthetic set is cached here when given", kind=str),
-    "val_fraction": Knob(0.2, "stratified validation split carved from train", gt=0, lt=1),
+    "val_fraction": Knob(0.2, "stratified validation split carved from train; 0 = none (a final fit on all of it)",
+                         ge=0, lt=1),
     "split_seed": Knob(0, "fixes which train images are validation, independent of the training seed"),
     "resize": Knob(None, "square (resize to resize_size x resize_size, crop img_size) | shorter (shorter side to "
                    "resize_size, crop) | direct (resize to img_size x img_size, no crop); None or auto = the "

@@ -99,7 +99,9 @@ class Trainer:
         save_config(self.cfg, self.workdir / CONFIG_FILE)
         self.progress = progress
         self.accum_steps = int(self.cfg["accum_steps"])
-        self.val_loader = make_loader(self.data.val, self.micro_batch, False, self.cfg, self.device)
+        # val_fraction 0 (a final fit on the whole training split): no validation loader, no val metrics
+        self.val_loader = (make_loader(self.data.val, self.micro_batch, False, self.cfg, self.device)
+                           if len(self.data.val) else None)
         self.generator = torch.Generator()
         self.epochs_done = 0
         self.global_step = 0  # micro-batch steps over the whole run
@@ -137,16 +139,14 @@ class Trainer:
             except torch.OutOfMemoryError:
                 self._rewind_after_oom(epoch)  # the same epoch again, with half the micro-batch
                 continue
-            val = evaluate(self.model, self.val_loader, self.device, self.cfg, self.cfg["max_eval_batches"])
-            improved = val["acc"] > self.best_val_acc
+            val = self._validate()
+            improved = bool(val) and val["val_acc"] > self.best_val_acc
             if improved:
-                self.best_val_acc, self.best_epoch = val["acc"], epoch
+                self.best_val_acc, self.best_epoch = val["val_acc"], epoch
             metrics = {
                 "epoch": epoch,
                 **train,
-                "val_acc": val["acc"],
-                "val_loss": val["loss"],
-                "best_val_acc": self.best_val_acc,
+                **val,
                 "improved": improved,
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "optimizer": self.phase.opt,
@@ -162,6 +162,13 @@ class Trainer:
             if on_epoch_end is not None:
                 on_epoch_end(metrics, self.workdir / CHECKPOINT_DIR)
         return FitResult(self.best_val_acc, self.best_epoch, self.history, self.workdir, self.cfg)
+
+    def _validate(self) -> dict[str, float]:
+        """``val_acc``, ``val_loss`` and ``best_val_acc`` so far; none without a validation split."""
+        if self.val_loader is None:
+            return {}
+        val = evaluate(self.model, self.val_loader, self.device, self.cfg, self.cfg["max_eval_batches"])
+        return {"val_acc": val["acc"], "val_loss": val["loss"], "best_val_acc": max(self.best_val_acc, val["acc"])}
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """Train epoch number ``epoch`` (1-based); returns its ``train_*`` metrics."""
@@ -225,6 +232,7 @@ class Trainer:
         self._check_finite(sums["loss"], epoch, total)
         metrics = {f"train_{k}": float(v) / seen for k, v in sums.items()}
         metrics["train_acc"] = float(correct) / seen
+        metrics["train_images"] = seen  # images trained on this epoch (a final fit: the whole training split)
         metrics["train_images_per_s"] = seen / max(elapsed, 1e-9)
         metrics["train_time_s"] = elapsed
         return metrics
@@ -339,11 +347,12 @@ class Trainer:
 
     def _announce(self, m: dict[str, Any]) -> None:
         total = self.cfg["epochs"]
+        val = f"val_acc {m['val_acc']:.4f}" if "val_acc" in m else "no validation"
         if not self.progress:
-            log.info("epoch %d/%d val_acc %.4f loss %.4f", m["epoch"], total, m["val_acc"], m["train_loss"])
+            log.info("epoch %d/%d %s loss %.4f", m["epoch"], total, val, m["train_loss"])
         else:
             print(f"epoch {m['epoch']}/{total}: train_loss {m['train_loss']:.4f} train_acc {m['train_acc']:.3f} "
-                  f"val_acc {m['val_acc']:.3f} ({m['train_images_per_s']:.1f} img/s)", flush=True)
+                  f"{val} ({m['train_images_per_s']:.1f} img/s)", flush=True)
 
 
 def _epoch_counts(state: dict[str, Any]) -> tuple[int, int]:

@@ -228,7 +228,7 @@ def run(plan: SearchPlan, space: Any, resume: bool, test: bool = True, data_repo
     """The search itself, its summary and the exit status."""
     import ray
 
-    from search import results, tuner, wandb_sweep
+    from search import reruns, results, tuner, wandb_sweep
 
     from search.leftovers import record_session, stop_leftovers
 
@@ -249,12 +249,16 @@ def run(plan: SearchPlan, space: Any, resume: bool, test: bool = True, data_repo
         else:
             found = collect(plan, space)
             failure = failure_reason(found)
-            results.summarize(found, space, plan, test=test and failure is None)
+            seeds = reruns.seed_reruns(plan, found) if failure is None else {}  # Ray trials, like the final fit
+            results.summarize(found, space, plan, test=test and failure is None, seeds=seeds)
             if data_report is not None and data_report.skipped:
                 print(f"data: {data_report.summary()}")
             if failure:
                 print(f"error: {failure}", file=sys.stderr)
             code = EXIT_FAILED if failure else EXIT_OK
+    except reruns.Interrupted as err:
+        print(f"\n{err}. Continue with:\n  {resume_command(plan)}", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print(f"\nsearch interrupted again before its summary; Ray keeps its latest saved state. "
               f"Continue it with:\n  {resume_command(plan)}", file=sys.stderr)

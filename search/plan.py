@@ -43,6 +43,9 @@ DEFAULT_MAX_FAILURES = 3  # a preempted/crashed node costs a trial at most one e
 # AdamW on few batches per epoch; the plan printout says so.
 DEFAULT_KEEP = 3  # finished trials that keep their full checkpoints (--keep-checkpoints)
 CPU_OVERRIDES: dict[str, Any] = {"device": "cpu", "max_train_batches": 15, "opt": "adamw"}
+FINAL_FULL = "full"  # --final-fit: retrain the winner on the whole training split, test its last epoch
+FINAL_FITS = (FINAL_FULL, "none")
+RERUN_TOP, RERUN_FROM = 3, 6  # --rerun-top default outside the CPU demo: the top 3 once a search has 6 trials
 
 
 @dataclass
@@ -116,6 +119,20 @@ class SearchPlan:
                                    "paper's weights, epochs and settings; no early stop), see docs/reproduce.md; a "
                                    "dataset the paper does not report is refused", section="reproduce",
                                    cli={"metavar": "METHOD"})
+    final_fit: str = option("after the search, retrain the winner on the whole training split (val_fraction 0, every "
+                            "training image each epoch) for its configured epochs and evaluate the last epoch once on "
+                            "test (full), or evaluate the best trial's best checkpoint on test (none); skipped with "
+                            "--no-test", demo="none", full=FINAL_FULL, rule=one_of(FINAL_FITS),
+                            fix="--final-fit full or --final-fit none", cli={"choices": FINAL_FITS}, section="final")
+    final_seeds: int = option("seeds of the final fit (seed, seed+1, ...); the test accuracy is their mean and sd",
+                              demo=1, rule=POSITIVE_INT, fix="e.g. --final-seeds 3", section="final")
+    rerun_top: int = option("after the search, train the top K trials' configurations again with --rerun-seeds more "
+                            "seeds (same split, same epochs); the leaderboard shows their seed mean and sd and the "
+                            "winner is the best seed mean (0: off)", demo=0, full=None,
+                            found=f"{RERUN_TOP} when --num-samples >= {RERUN_FROM}, else 0", rule=NON_NEGATIVE_INT,
+                            fix="e.g. --rerun-top 3 (0: no re-runs)", section="final")
+    rerun_seeds: int = option("extra seeds per re-run configuration (seed+1, seed+2, ...)", demo=2,
+                              rule=POSITIVE_INT, fix="e.g. --rerun-seeds 2", section="final")
     plugins: list[str] = option("a Python file or module that registers methods, imported by the driver and by "
                                 "every trial (repeatable)", flag="--plugin", section="plugins",
                                 cli={"action": "append", "metavar": "PATH_OR_MODULE"})
@@ -217,7 +234,10 @@ def resolve_plan(opts: dict[str, Any], space: SearchSpace, gpus: int | None = No
     demo = dict(CPU_OVERRIDES) if cpu_demo and v["smoke"] else {}
     plan = SearchPlan(**v, demo_overrides=demo, overrides=overrides)
     applied = apply_plan(plan, space)
-    return fit_algorithms(plan, applied, num_samples_given=opts.get("num_samples") is not None), applied
+    plan = fit_algorithms(plan, applied, num_samples_given=opts.get("num_samples") is not None)
+    if plan.rerun_top is None:  # after the searcher settled the number of trials
+        plan.rerun_top = RERUN_TOP if plan.num_samples >= RERUN_FROM else 0
+    return plan, applied
 
 
 def fit_algorithms(plan: SearchPlan, space: SearchSpace, num_samples_given: bool) -> SearchPlan:
@@ -259,6 +279,9 @@ def _check_cross_rules(v: dict[str, Any], gpus: int, cpus: int) -> None:
         raise OptionError(f"--ensemble {v['ensemble']} needs at least 2 members whose checkpoints are kept "
                           f"(--keep-checkpoints {v['keep_checkpoints']}). Fix: --ensemble 0, or --ensemble K with "
                           f"2 <= K <= --keep-checkpoints (raise it with --keep-checkpoints K)")
+    if v["final_seeds"] > 1 and v["final_fit"] != FINAL_FULL:
+        raise OptionError(f"--final-seeds {v['final_seeds']} needs --final-fit {FINAL_FULL} (there is nothing to "
+                          f"repeat without a final fit). Fix: add --final-fit {FINAL_FULL}, or drop --final-seeds")
     if not NAME_RE.match(v["name"]):
         raise OptionError(f"--name {v['name']!r} must be letters, digits, '_', '.' or '-' (no '/'). Fix: e.g. --name gholm-cub-1")
 
@@ -339,6 +362,7 @@ def _sections(plan: SearchPlan) -> dict[str, tuple[str, str]]:
         "storage": ("storage", plan.experiment_path + (f" (artefacts in {plan.local_dir})" if plan.is_remote else "")
                     + f"; full checkpoints kept for the top {plan.keep_checkpoints} finished trial(s)"
                     + (f"; ensemble of the top {plan.ensemble} after the search" if plan.ensemble else "")),
+        "final": ("after", _after(plan)),
         "wandb": ("W&B", plan.wandb),
         "plugins": ("plugins", ", ".join(plan.plugins)),
         "reproduce": ("reproduce", _reproduction(plan)),
@@ -349,6 +373,15 @@ def _reproduction(plan: SearchPlan) -> str:
     from search.reproduce import describe_reproduction
 
     return describe_reproduction(plan)
+
+
+def _after(plan: SearchPlan) -> str:
+    reruns = (f"seed re-runs of the top {plan.rerun_top} trial(s), {plan.rerun_seeds} more seed(s) each"
+              + (", winner by seed mean" if plan.rerun_top else " (off)"))
+    final = (f"final fit of the winner on the whole training split, {plan.final_seeds} seed(s), last epoch tested"
+             if plan.final_fit == FINAL_FULL else
+             f"final fit {plan.final_fit} ({plan.final_seeds} seed(s)): the best checkpoint is tested")
+    return f"{reruns}; {final}"
 
 
 def describe_plan(plan: SearchPlan) -> str:

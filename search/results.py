@@ -3,8 +3,13 @@
 * ``leaderboard.csv`` / ``leaderboard.md`` (and the table in the terminal); with
   several methods also ``leaderboard_by_method.csv`` and a by-method section,
 * ``best_config.yaml``: the best trial's resolved config, which ``python -m fgmodels.train --config`` retrains,
-* ``test_result.json``: the best checkpoint on the TEST split, evaluated ONCE
-  (it is never recomputed: an existing file is kept and reported),
+* ``test_result.json``: the TEST split, read ONCE per model (it is never recomputed:
+  an existing file is kept and reported): the best checkpoint, or with
+  ``--final-fit full`` the winner retrained on the whole training split
+  (:mod:`search.final_fit`), its mean and sd over ``--final-seeds``,
+* with ``--rerun-top K`` (:mod:`search.reruns`) the leaderboard's ``val_acc_mean``,
+  ``val_acc_sd`` and ``seeds`` columns, the winner chosen by seed mean, and a
+  sentence saying whether its lead exceeds the seed spread,
 * ``ensemble.json`` (``--ensemble K``): the ensemble chosen on validation among the top K
   trials, beside the best trial; ``test_result.json`` then has an ``ensemble`` entry,
 * ``learning_curves.png``, ``knobs_vs_accuracy.png``, ``param_importance.png``,
@@ -19,6 +24,7 @@ import csv
 import json
 import math
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +33,16 @@ from search import ensemble, plots
 from search.importance import param_importances
 from search.objective import METRIC, rank_key
 from search.pareto import COST_LABELS, COSTS, front_costs, pareto_mask, parse_objective
-from search.plan import SearchPlan
+from search.plan import FINAL_FULL, SearchPlan
 from search.records import COMPLETED, DIVERGED, ERRORED, PRUNED, STATUSES, UNFINISHED, TrialRecord
 from search.rungs import write_rung_correlation
+from search.seeds import SeedStats, by_mean, spread_verdict
 from search.spaces import SearchSpace
 from search.trainable import VIZ_DIR
 
 LEADERBOARD_CSV, LEADERBOARD_MD, METHODS_CSV = "leaderboard.csv", "leaderboard.md", "leaderboard_by_method.csv"
 BEST_CONFIG, TEST_RESULT = "best_config.yaml", "test_result.json"
+SEED_COLUMNS = ("val_acc_mean", "val_acc_sd", "seeds")
 VIZ_COPY = "best_trial_viz"
 PLOTS = {"curves": "learning_curves.png", "knobs": "knobs_vs_accuracy.png", "importance": "param_importance.png",
          "pareto": "pareto.png"}
@@ -71,21 +79,29 @@ def on_front(records: list[TrialRecord], costs: list[str]) -> set[str]:
     return {r.trial_id for r, keep in zip(usable, mask) if keep}
 
 
-def leaderboard_rows(records: list[TrialRecord], costs: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+def leaderboard_rows(records: list[TrialRecord], costs: list[str] | None = None,
+                     seeds: Mapping[str, SeedStats] | None = None,
+                     final: Mapping[str, float] | None = None) -> tuple[list[str], list[list[str]]]:
     """The table, best first; ``costs``: those the ``pareto`` column is taken over
-    (default: latency)."""
+    (default: latency). ``seeds`` (trial id -> seed statistics of its re-runs) adds
+    ``val_acc_mean``, ``val_acc_sd``, ``seeds``; ``final`` (trial id -> test accuracy
+    of its final fit) adds ``final_test_acc``: columns only when they hold something."""
     knobs: list[str] = []
     for r in records:
         knobs += [k for k in r.knobs if k not in knobs]
     front = on_front(records, costs or front_costs([METRIC]))
-    header = ["rank", "trial_id", "method", *knobs, "best_val_acc", "best_epoch", "epochs_run", "status",
-              *COST_KEYS, "pareto"]
+    seeds, final = seeds or {}, final or {}
+    header = ["rank", "trial_id", "method", *knobs, "best_val_acc", *(SEED_COLUMNS if seeds else ()),
+              "best_epoch", "epochs_run", "status", *COST_KEYS, "pareto", *(("final_test_acc",) if final else ())]
     rows = []
     for i, r in enumerate(rank(records), 1):
         acc = "" if math.isnan(r.best_val_acc) else f"{r.best_val_acc:.4f}"
-        rows.append([str(i), r.trial_id, r.method, *[_fmt(r.knobs.get(k)) for k in knobs], acc,
+        s = seeds.get(r.trial_id)
+        spread = ([f"{s.mean:.4f}", f"{s.sd:.4f}", str(len(s.values))] if s else ["", "", ""]) if seeds else []
+        test = [f"{final[r.trial_id]:.4f}" if r.trial_id in final else ""] if final else []
+        rows.append([str(i), r.trial_id, r.method, *[_fmt(r.knobs.get(k)) for k in knobs], acc, *spread,
                      str(r.best_epoch or ""), str(r.epochs_run), r.status, *[_fmt(r.cost.get(k)) for k in COST_KEYS],
-                     "yes" if r.trial_id in front else "no"])
+                     "yes" if r.trial_id in front else "no", *test])
     return header, rows
 
 
@@ -113,8 +129,11 @@ def method_summary_rows(records: list[TrialRecord]) -> tuple[list[str], list[lis
     return header, rows
 
 
-def write_leaderboard(records: list[TrialRecord], folder: Path, costs: list[str] | None = None) -> str:
-    header, rows = leaderboard_rows(records, costs)
+def write_leaderboard(records: list[TrialRecord], folder: Path, costs: list[str] | None = None,
+                      seeds: Mapping[str, SeedStats] | None = None, final: Mapping[str, float] | None = None,
+                      notes: Sequence[str] = ()) -> str:
+    """The leaderboard files and the printable table; ``notes``: sentences after the table in ``leaderboard.md``."""
+    header, rows = leaderboard_rows(records, costs, seeds, final)
     per_method = len({r.method for r in records}) > 1
     with open(folder / LEADERBOARD_CSV, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -130,6 +149,7 @@ def write_leaderboard(records: list[TrialRecord], folder: Path, costs: list[str]
         md = ["## By method", "", "| " + " | ".join(m_header) + " |", "|" + "|".join("---" for _ in m_header) + "|",
               *["| " + " | ".join(row) + " |" for row in m_rows], "", "## All trials", "", *md]
         table = format_table(m_header, m_rows) + "\n\n" + table
+    md += ["", *notes] if notes else []
     (folder / LEADERBOARD_MD).write_text("\n".join(md) + "\n")
     return table
 
@@ -148,16 +168,27 @@ def write_best_config(best: TrialRecord, plan: SearchPlan, folder: Path) -> Path
 
 
 def evaluate_on_test_once(best: TrialRecord, folder: Path, members: list[TrialRecord] | None = None,
-                          weights: list[float] | None = None) -> dict[str, Any]:
+                          weights: list[float] | None = None, plan: SearchPlan | None = None,
+                          seeds: Mapping[str, SeedStats] | None = None) -> dict[str, Any]:
     """The ONE evaluation of this search on the test split (kept if it exists).
     ``members``/``weights``: the ensemble's candidates (best first) and the
     weights chosen on validation; each chosen member reads the test split once,
-    the best trial too."""
+    the best trial too. With ``plan.final_fit`` full the models read are the
+    winner's final fits instead (:mod:`search.final_fit`), and the ensemble's
+    chosen members for its entry."""
     from fgmodels.engine import evaluate_checkpoint
 
     path = folder / TEST_RESULT
     if path.exists():
         return json.loads(path.read_text()) | {"reused": True}
+    if plan is not None and plan.final_fit == FINAL_FULL:
+        from search import final_fit
+
+        result = final_fit.final_result(plan, best, seeds)
+        if members:
+            result["ensemble"] = ensemble.on_test_split(members, weights or [1.0] * len(members))[1]
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        return result
     if best.checkpoint is None:
         raise RuntimeError(f"trial {best.trial_id} has no kept checkpoint to evaluate on the test split")
     entry = None
@@ -209,27 +240,48 @@ def _front_costs(plan: SearchPlan) -> list[str]:
     return front_costs(parse_objective(plan.objective))
 
 
-def summarize(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, test: bool = True) -> dict[str, Any]:
-    """Write every artefact and print the leaderboard and the test result."""
+def winner(records: list[TrialRecord], seeds: Mapping[str, SeedStats] | None = None) -> TrialRecord | None:
+    """The configuration the search settles on: the best seed mean among the
+    re-run trials when there are re-runs, else the best trial."""
+    best = best_record(records)
+    if not seeds or best is None:
+        return best
+    top = by_mean([seeds[r.trial_id] for r in rank(records) if r.trial_id in seeds])[0]
+    return next(r for r in records if r.trial_id == top.trial_id)
+
+
+def summarize(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, test: bool = True,
+              seeds: Mapping[str, SeedStats] | None = None) -> dict[str, Any]:
+    """Write every artefact and print the leaderboard and the test result.
+    ``seeds``: the seed statistics of the re-run trials (:func:`search.reruns.seed_reruns`)."""
     folder = plan.local_dir
     folder.mkdir(parents=True, exist_ok=True)
-    table = write_leaderboard(records, folder, _front_costs(plan))
+    verdict = spread_verdict(list(seeds.values())) if seeds else None
+    notes = [f"seed re-runs: {verdict}"] if verdict else []
+    table = write_leaderboard(records, folder, _front_costs(plan), seeds, notes=notes)
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
     print("\n" + table)
     print("trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     out: dict[str, Any] = {"records": records, "counts": counts, "plots": write_plots(records, space, plan, folder)}
     out["rungs"], rung_text = write_rung_correlation(records, plan.max_epochs, folder)
     print(rung_text)
-    best = best_record(records)
+    best = winner(records, seeds)
     if best is None:
         print("no trial finished an epoch without error: no best config and no test evaluation")
         return out
+    if seeds:
+        s = seeds[best.trial_id]
+        print(f"seed re-runs of the top {len(seeds)} trials: the winner is chosen by the seed mean of best val_acc: "
+              f"trial {best.trial_id}, {s.mean:.4f} +- {s.sd:.4f} over {len(s.values)} seeds")
+        print(*notes)
     out["best"] = best
     out["best_config"] = write_best_config(best, plan, folder)
     print(f"best trial {best.trial_id} ({best.method}): val_acc {best.best_val_acc:.4f} at epoch {best.best_epoch}")
     print(f"best config: {out['best_config']}  (retrain: python -m fgmodels.train --config {out['best_config']})")
     out["viz"] = copy_best_viz(best, folder)
-    members = ensemble.members_of(rank(records), plan.ensemble) if plan.ensemble else []
+    ranked = rank(records)  # the winner first: it is the ensemble's best member
+    ranked = [best, *(r for r in ranked if r is not best)]
+    members = ensemble.members_of(ranked, plan.ensemble) if plan.ensemble else []
     if plan.ensemble and len(members) < 2:
         print(f"--ensemble {plan.ensemble}: only {len(members)} trial(s) with a kept checkpoint, no ensemble")
         members = []
@@ -239,11 +291,19 @@ def summarize(records: list[TrialRecord], space: SearchSpace, plan: SearchPlan, 
     if counts[UNFINISHED]:
         print("the search is unfinished: continue it with --resume before trusting a test number")
     elif test:
-        result = evaluate_on_test_once(best, folder, members, out.get("ensemble", {}).get("weights"))
+        result = evaluate_on_test_once(best, folder, members, out.get("ensemble", {}).get("weights"), plan, seeds)
         out["test"] = result
         again = " (already evaluated earlier: not recomputed)" if result.get("reused") else ""
-        print(f"TEST split (the only test evaluation of this search){again}: acc {result['test_acc']:.4f} "
-              f"on {result['test_images']} images -> {folder / TEST_RESULT}")
+        if "final_fit" in result:
+            from search.final_fit import describe
+
+            line = describe(result)
+            write_leaderboard(records, folder, _front_costs(plan), seeds, {best.trial_id: result["test_acc"]},
+                              [*notes, line])
+            print(f"{line}{again} -> {folder / TEST_RESULT}")
+        else:
+            print(f"TEST split (the only test evaluation of this search){again}: acc {result['test_acc']:.4f} "
+                  f"on {result['test_images']} images -> {folder / TEST_RESULT}")
         if "ensemble" in result:
             print(f"TEST split, the ensemble chosen on validation ({result['ensemble']['k']} members): "
                   f"acc {result['ensemble']['test_acc']:.4f}")

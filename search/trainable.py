@@ -112,6 +112,8 @@ def _measure_cost(trainer: Any) -> dict[str, float]:
     from fgmodels.cost import measure_cost
     from fgmodels.runtime import autocast_for, to_device
 
+    if trainer.val_loader is None:  # a final fit has no validation split: no cost column either
+        return _unmeasured()
     try:
         images, labels = next(iter(trainer.val_loader))  # as evaluation sees them (device, layout)
         images, _ = to_device(images, labels, trainer.device, trainer.cfg)

@@ -59,7 +59,9 @@ def init_ray(plan: SearchPlan) -> None:
                  dashboard_host=plan.dashboard_host or "127.0.0.1", **common)
 
 
-def trainable_for(plan: SearchPlan) -> Any:
+def trainable_for(plan: SearchPlan, experiment_path: str | None = None) -> Any:
+    """The search's trainable; ``experiment_path``: the Ray experiment its trials
+    belong to (default the search's own; re-runs and final fits have theirs)."""
     from ray import tune
 
     from search.failures import no_retry_on_config_errors
@@ -67,7 +69,8 @@ def trainable_for(plan: SearchPlan) -> Any:
     from search.trial_logs import keep_trial_logs
 
     start_log = None if plan.is_remote else str(Path(plan.experiment_path) / START_LOG_DIR)
-    logged = keep_trial_logs(no_retry_on_config_errors(train_trial), None if plan.is_remote else plan.experiment_path)
+    experiment_path = experiment_path or plan.experiment_path
+    logged = keep_trial_logs(no_retry_on_config_errors(train_trial), None if plan.is_remote else experiment_path)
     fn = tune.with_parameters(logged, start_log_dir=start_log)
     return tune.with_resources(fn, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
 
@@ -154,6 +157,11 @@ def run(plan: SearchPlan, space: SearchSpace, resume: bool = False) -> bool:
     while Ray saves reaches it and raises KeyboardInterrupt."""
     tuner = restore_tuner(plan) if resume else build_tuner(plan, space)
     print(f"[search] {'resuming' if resume else 'starting'} {plan.experiment_path}", flush=True)
+    return fit_until_interrupted(tuner)
+
+
+def fit_until_interrupted(tuner: Any) -> bool:
+    """``tuner.fit()``; True when Ctrl-C ended it early (see :func:`run`)."""
     sys.stdout.flush()
     ray_catches_sigint = not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
     previous = signal.signal(signal.SIGINT, _second_interrupt)

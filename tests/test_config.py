@@ -24,7 +24,7 @@ from fgmodels.registry import create_method, register_method
     ("baseline", {"lr": 0}, "lr", "> 0"),
     ("baseline", {"batch_size": 0}, "batch_size", "> 0"),
     ("baseline", {"epochs": -3}, "epochs", "> 0"),
-    ("baseline", {"val_fraction": 1.0}, "val_fraction", "in (0, 1)"),
+    ("baseline", {"val_fraction": 1.0}, "val_fraction", "in [0, 1)"),
     ("baseline", {"label_smoothing": 1.5}, "label_smoothing", "in [0, 1]"),
     ("racnn", {"min_tl_frac": 1.0}, "min_tl_frac", "in (0, 1)"),
     ("racnn", {"scales": 1}, "scales", "'baseline'"),  # the hint says what to do instead

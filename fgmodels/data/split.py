@@ -13,9 +13,12 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> t
 
     Each class keeps at least one training image. The result depends only on the
     set of samples and the seed, not on their order; both lists keep input order.
+    ``val_fraction`` 0 keeps every image for training (a final fit, no validation).
     """
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}")
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
+    if float(val_fraction) == 0.0:
+        return list(samples), []
     by_class: dict[int, list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
         by_class[s.label].append(i)
