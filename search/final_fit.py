@@ -10,6 +10,9 @@ off), for the epochs its configuration names: the space's ``epochs``
 (``--max-epochs``), over which its learning-rate schedule is defined; the
 best trial's best epoch would shorten that schedule. With no validation split
 there is no epoch to choose, so the last epoch's weights are evaluated.
+A configuration that switches optimiser on a validation plateau
+(``switch: plateau``) cannot see one here; it switches where the search's
+trial switched (:func:`fgmodels.optim.replay_switch`, from the trial's reports).
 ``--final-seeds N`` trains N seeds (``seed``, ``seed`` + 1, ...) and reports the
 mean and sd of their test accuracy.
 
@@ -19,6 +22,7 @@ on the cluster.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,11 +38,34 @@ EPOCHS_RULE = "the configuration's epochs (the space's, --max-epochs): its learn
 def final_configs(best: TrialRecord, seeds: int) -> list[dict[str, Any]]:
     """The winner's config on the whole training split, one per seed."""
     base = int(best.config["seed"])
-    return [fixed_config(best.config, seed=base + i, val_fraction=0.0, max_train_batches=None)
+    return [fixed_config(best.config, seed=base + i, val_fraction=0.0, max_train_batches=None, **replayed(best))
             for i in range(seeds)]
 
 
-def test_once(run: FixedRun) -> dict[str, Any]:
+def replayed(best: TrialRecord) -> dict[str, Any]:
+    """Overrides that make a run without validation train as the search's trial did
+    (today: the epoch of a plateau switch of optimiser)."""
+    from fgmodels.optim import replay_switch
+
+    if best.config.get("switch", "epoch") == "epoch":
+        return {}
+    return replay_switch(best.config, trial_history(best.path))
+
+
+def trial_history(path: str) -> list[dict[str, Any]]:
+    """A trial's reports (``result.json`` in its folder, local or in a bucket); [] when unreadable."""
+    import pyarrow.fs as pafs
+
+    fs, where = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+    try:
+        with fs.open_input_stream(f"{where}/result.json") as fh:
+            text = fh.read().decode()
+    except OSError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def evaluate_once(run: FixedRun) -> dict[str, Any]:
     """The run's last epoch's weights on the test split: the one read of it for this model."""
     from fgmodels.engine import evaluate_checkpoint
 
@@ -59,7 +86,7 @@ def final_result(plan: SearchPlan, best: TrialRecord, stats: Mapping[str, SeedSt
     the ``test_result.json`` entries (without the ensemble's)."""
     configs = final_configs(best, plan.final_seeds)
     runs = run_fixed(plan, FINAL_DIR, configs, "final fit")
-    evaluated = [test_once(run) for run in runs]
+    evaluated = [evaluate_once(run) for run in runs]
     return summarize_runs(best, evaluated, stats)
 
 
@@ -78,7 +105,7 @@ def summarize_runs(best: TrialRecord, evaluated: Sequence[Mapping[str, Any]],
         "test_of": "final fit: trained on the whole training split (val_fraction 0), last epoch",
         "test_acc": acc, "test_acc_sd": acc_sd, "test_loss": loss, "test_images": evaluated[0]["test_images"],
         "final_fit": {"seeds": [e["seed"] for e in evaluated], "epochs_rule": EPOCHS_RULE,
-                      "val_fraction": 0.0, "runs": list(evaluated)},
+                      "val_fraction": 0.0, "replayed": replayed(best), "runs": list(evaluated)},
     }
     if seed:
         result["val_acc_mean"], result["val_acc_sd"] = seed.mean, seed.sd

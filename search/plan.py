@@ -120,7 +120,7 @@ class SearchPlan:
                                    "dataset the paper does not report is refused", section="reproduce",
                                    cli={"metavar": "METHOD"})
     final_fit: str = option("after the search, retrain the winner on the whole training split (val_fraction 0, every "
-                            "training image each epoch) for its configured epochs and evaluate the last epoch once on "
+                            "training image each epoch) for its configured epochs (the space's, --max-epochs) and evaluate the last epoch once on "
                             "test (full), or evaluate the best trial's best checkpoint on test (none); skipped with "
                             "--no-test", demo="none", full=FINAL_FULL, rule=one_of(FINAL_FITS),
                             fix="--final-fit full or --final-fit none", cli={"choices": FINAL_FITS}, section="final")
@@ -279,6 +279,10 @@ def _check_cross_rules(v: dict[str, Any], gpus: int, cpus: int) -> None:
         raise OptionError(f"--ensemble {v['ensemble']} needs at least 2 members whose checkpoints are kept "
                           f"(--keep-checkpoints {v['keep_checkpoints']}). Fix: --ensemble 0, or --ensemble K with "
                           f"2 <= K <= --keep-checkpoints (raise it with --keep-checkpoints K)")
+    if v["final_fit"] != FINAL_FULL and (v["rerun_top"] or 0) > v["keep_checkpoints"]:
+        raise OptionError(f"--rerun-top {v['rerun_top']} may choose a winner whose checkpoint is not kept "
+                          f"(--keep-checkpoints {v['keep_checkpoints']}) and without a final fit that checkpoint is "
+                          f"what the test reads. Fix: --keep-checkpoints {v['rerun_top']}, or --final-fit full")
     if v["final_seeds"] > 1 and v["final_fit"] != FINAL_FULL:
         raise OptionError(f"--final-seeds {v['final_seeds']} needs --final-fit {FINAL_FULL} (there is nothing to "
                           f"repeat without a final fit). Fix: add --final-fit {FINAL_FULL}, or drop --final-seeds")

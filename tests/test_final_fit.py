@@ -210,3 +210,20 @@ def test_resume_continues_an_interrupted_final_fit(tmp_path: Path) -> None:
     assert len((exp / "trial_starts" / f"{search_trial.name.removeprefix('trial_')}.jsonl").read_text().splitlines()) == 1
     result = json.loads((exp / "test_result.json").read_text())
     assert result["final_fit"]["runs"][0]["epochs"] == 3 and result["trial_id"] == search_trial.name.removeprefix("trial_")
+
+
+def test_a_plateau_switch_is_replayed_where_the_search_trial_switched(tmp_path: Path) -> None:
+    from search.final_fit import final_configs
+    from search.records import COMPLETED, TrialRecord
+
+    rows = [{"epoch": e, "val_acc": 0.5, "opt_phase": int(e > 3)} for e in range(1, 7)]  # phase 1 from epoch 4
+    (tmp_path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {"method": "baseline", "seed": 5, "epochs": 6, "switch": "plateau", "switch_epoch": None,
+           "max_train_batches": 15, "val_fraction": 0.2, "amp": False}
+    best = TrialRecord(trial_id="t", method="baseline", config=cfg, knobs={}, curve=[(6, 0.5)], status=COMPLETED,
+                       best_val_acc=0.5, best_epoch=6, epochs_run=6, path=str(tmp_path))
+    configs = final_configs(best, 2)
+    assert [c["seed"] for c in configs] == [5, 6]
+    assert all(c["switch_epoch"] == 3 and c["val_fraction"] == 0.0 and c["max_train_batches"] is None
+               and c["amp"] == "auto" for c in configs)
+    assert final_configs(TrialRecord(**{**best.__dict__, "config": {**cfg, "switch": "epoch"}}), 1)[0]["switch_epoch"] is None

@@ -127,3 +127,9 @@ def test_final_seeds_without_a_final_fit_is_refused_before_ray(tmp_path: Path) -
     line = _one_error_line(_no_ray_cli(["--space", "gholm", "--storage", str(tmp_path), "--final-seeds", "2"],
                                        tmp_path))
     assert line.startswith("error: --final-seeds 2 needs --final-fit full")
+
+
+def test_a_rerun_winner_needs_its_checkpoint_when_it_is_tested_directly(tmp_path: Path) -> None:
+    line = _one_error_line(_no_ray_cli(["--space", "gholm", "--storage", str(tmp_path), "--rerun-top", "4",
+                                        "--keep-checkpoints", "3"], tmp_path))
+    assert line.startswith("error: --rerun-top 4 may choose a winner whose checkpoint is not kept")
