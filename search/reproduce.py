@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.options import OptionError
+from search.plan import FINAL_FULL
 
 if TYPE_CHECKING:
     from search.plan import SearchPlan
@@ -68,7 +69,7 @@ def reproduce_plan(method: str, data: str, given: dict[str, Any] | None = None) 
         "scheduler": "none",  # every epoch runs: nothing to stop early with one trial
         "max_epochs": int(result.config["epochs"]),
         "overrides": {k: v for k, v in result.config.items() if k != "data"},  # --data sets data
-        # lead: add final_fit="full" after merging F1
+        "final_fit": FINAL_FULL,  # the papers train on the whole training split (an explicit --final-fit wins)
     }
 
 
@@ -79,6 +80,8 @@ def reproduce_args(args: argparse.Namespace) -> argparse.Namespace:
 
     given = {name: getattr(args, name, None) for name in _DECIDES}
     values = reproduce_plan(args.reproduce, args.data or "synthetic", given)
+    if getattr(args, "final_fit", None) is not None:
+        values.pop("final_fit")
     try:
         own = parse_overrides(args.set or [])
     except SpaceError as err:

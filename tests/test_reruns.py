@@ -133,3 +133,15 @@ def test_a_rerun_winner_needs_its_checkpoint_when_it_is_tested_directly(tmp_path
     line = _one_error_line(_no_ray_cli(["--space", "gholm", "--storage", str(tmp_path), "--rerun-top", "4",
                                         "--keep-checkpoints", "3"], tmp_path))
     assert line.startswith("error: --rerun-top 4 may choose a winner whose checkpoint is not kept")
+
+
+def test_reproduce_asks_for_a_final_fit_unless_told_otherwise() -> None:
+    import argparse
+
+    from search.reproduce import reproduce_args, reproduce_plan
+
+    assert reproduce_plan("gholm", "dogs")["final_fit"] == "full"
+    base = {"reproduce": "gholm", "data": "dogs", "set": [], "space": None, "num_samples": None, "scheduler": None,
+            "max_epochs": None, "grace_period": None}
+    assert reproduce_args(argparse.Namespace(**base, final_fit=None)).final_fit == "full"
+    assert reproduce_args(argparse.Namespace(**base, final_fit="none")).final_fit == "none"
