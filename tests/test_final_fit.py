@@ -2,8 +2,8 @@
 ``val_fraction`` 0 trains on every training image (counted by a recording
 hook and by the trial's reports, against the dataset's size computed here),
 with no validation metrics and a checkpoint per epoch; a tiny search with
-``--final-fit full --final-seeds 2 --rerun-top 2`` reads the test split
-exactly once per final model (an evaluation counter wrapped around the CLI),
+``--final-fit full --final-seeds 2 --rerun-top 2 --ensemble 2`` reads the
+test split exactly once per final model (an evaluation counter wrapped around the CLI),
 and test_result.json and the leaderboard carry the search's val_acc, the
 final test accuracy with a mean and sd computed here from the per-seed
 values, and the re-runs' seed columns against the values the trials recorded."""
@@ -115,7 +115,7 @@ def test_a_search_with_reruns_and_two_final_seeds_tests_each_final_model_once(tm
     done = subprocess.run([sys.executable, "-c", script, "--space", str(space), "--storage", str(tmp_path / "r"),
                            "--name", "ff", "--num-samples", "2", "--max-epochs", "1", "--max-concurrent", "2",
                            "--wandb", "off", "--final-fit", "full", "--final-seeds", "2", "--rerun-top", "2",
-                           "--rerun-seeds", "1"], capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
+                           "--rerun-seeds", "1", "--ensemble", "2", "--keep-checkpoints", "2"], capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     exp = tmp_path / "r" / "ff"
     result = json.loads((exp / "test_result.json").read_text())
@@ -172,6 +172,11 @@ def test_a_search_with_reruns_and_two_final_seeds_tests_each_final_model_once(tm
     assert board[result["trial_id"]]["final_test_acc"] == f"{result['test_acc']:.4f}"
     assert [r["final_test_acc"] for t, r in board.items() if t != result["trial_id"]] == [""]
     assert "final fit of trial" in md and f"TEST acc {result['test_acc']:.4f}" in done.stdout
+
+    # the ensemble of search checkpoints keeps its test entry beside the final fit's
+    entry = result["ensemble"]
+    assert entry["test_images"] == result["test_images"] == 32 and 0.0 <= entry["test_acc"] <= 1.0
+    assert entry["members"][0]["trial_id"] in board
 
 
 @pytest.mark.slow
