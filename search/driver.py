@@ -104,6 +104,8 @@ def check_disk(plan: SearchPlan, applied: Any) -> str:
 
     per_trial = max(CHECKPOINTS_PER_TRIAL, (SCHEDULERS[plan.scheduler].checkpoints_per_trial or 0) + 1)
     need = estimate_disk_bytes([dict(c) for c in configs], concurrent, plan.keep_checkpoints, per_trial=per_trial)
+    if plan.fixed_runs:  # seed re-runs and final fits keep their latest checkpoint each
+        need += estimate_disk_bytes([dict(c) for c in configs], 0, plan.fixed_runs, per_trial=1)
     if plan.is_remote:
         return f"about {need / 2**30:.2f} GiB of checkpoints at most (in {plan.storage}; its room is not checked)"
     try:

@@ -145,6 +145,11 @@ class SearchPlan:
         return "://" in self.storage
 
     @property
+    def fixed_runs(self) -> int:
+        """Trials after the search: seed re-runs and final fits (each keeps its latest checkpoint)."""
+        return (self.rerun_top or 0) * self.rerun_seeds + (self.final_seeds if self.final_fit == FINAL_FULL else 0)
+
+    @property
     def experiment_path(self) -> str:
         return f"{self.storage.rstrip('/')}/{self.name}"
 

@@ -145,3 +145,20 @@ def test_reproduce_asks_for_a_final_fit_unless_told_otherwise() -> None:
             "max_epochs": None, "grace_period": None}
     assert reproduce_args(argparse.Namespace(**base, final_fit=None)).final_fit == "full"
     assert reproduce_args(argparse.Namespace(**base, final_fit="none")).final_fit == "none"
+
+
+def test_the_disk_estimate_counts_the_runs_after_the_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import search.disk
+    from search.driver import check_disk
+
+    needs: list[int] = []
+    monkeypatch.setattr(search.disk, "check_free_space", lambda folder, need: needs.append(need) or "ok")
+    base = {"space": "gholm", "name": "x", "storage": str(tmp_path)}
+    plain, space = resolve_plan(dict(base), load_space("gholm"), gpus=0, cpus=2)
+    more, _ = resolve_plan({**base, "final_fit": "full", "final_seeds": 2, "rerun_top": 2, "rerun_seeds": 3},
+                           load_space("gholm"), gpus=0, cpus=2)
+    assert (plain.fixed_runs, more.fixed_runs) == (0, 2 * 3 + 2)
+    check_disk(plain, space)
+    check_disk(more, space)
+    largest = max(search.disk.checkpoint_bytes(dict(c)) for c in space.first)  # one checkpoint of the largest config
+    assert needs[1] - needs[0] == 8 * largest > 0
