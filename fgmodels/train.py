@@ -4,7 +4,8 @@
     python -m fgmodels.train --config results/<search>/best_config.yaml --test
 
 Any config key can be set with ``--set key=value`` (values parsed as YAML).
-The official test split is only touched with ``--test``.
+The official test split is only touched with ``--test`` (the best epoch, or the
+last one when ``val_fraction`` is 0 and nothing is validated).
 """
 from __future__ import annotations
 
@@ -85,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrialDiverged as err:
         return _fail(err, EXIT_DIVERGED)
     summary: dict[str, Any] = {"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch}
-    if args.test:
-        summary["test"] = evaluate_checkpoint(result.best_dir, cfg, split="test")
+    if args.test:  # without validation (val_fraction 0) no epoch is "best": the last one is tested
+        weights = result.best_dir if result.best_epoch else result.checkpoint_dir
+        summary["test"] = evaluate_checkpoint(weights, cfg, split="test")
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0

@@ -232,3 +232,12 @@ def test_a_plateau_switch_is_replayed_where_the_search_trial_switched(tmp_path: 
     assert all(c["switch_epoch"] == 3 and c["val_fraction"] == 0.0 and c["max_train_batches"] is None
                and c["amp"] == "auto" for c in configs)
     assert final_configs(TrialRecord(**{**best.__dict__, "config": {**cfg, "switch": "epoch"}}), 1)[0]["switch_epoch"] is None
+
+
+def test_the_training_cli_tests_the_last_epoch_of_a_run_without_validation(tmp_path: Path) -> None:
+    from fgmodels.train import main
+
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in {**FIXED, "epochs": 1, "val_fraction": 0.0}.items()]
+    assert main([*sets, "--workdir", str(tmp_path / "run"), "--test", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["best_epoch"] == 0 and summary["test"]["n"] == POOL  # the test split: the other half, 32 images
