@@ -385,8 +385,8 @@ def _reproduction(plan: SearchPlan) -> str:
 
 
 def _after(plan: SearchPlan) -> str:
-    reruns = (f"seed re-runs of the top {plan.rerun_top} trial(s), {plan.rerun_seeds} more seed(s) each"
-              + (", winner by seed mean" if plan.rerun_top else " (off)"))
+    reruns = (f"seed re-runs of the top {plan.rerun_top} trial(s), {plan.rerun_seeds} more seed(s) each, winner "
+              f"by seed mean" if plan.rerun_top else f"no seed re-runs (--rerun-top 0, --rerun-seeds {plan.rerun_seeds})")
     final = (f"final fit of the winner on the whole training split, {plan.final_seeds} seed(s), last epoch tested"
              if plan.final_fit == FINAL_FULL else
              f"final fit {plan.final_fit} ({plan.final_seeds} seed(s)): the best checkpoint is tested")
