@@ -74,7 +74,7 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, cfg: dict[str, A
         dataset,
         batch_size=batch_size,
         shuffle=train,
-        drop_last=train and len(dataset) > batch_size,  # a batch of 1 breaks BatchNorm in train mode
+        drop_last=train and len(dataset) % batch_size == 1,  # only a lone last image: a batch of 1 breaks BatchNorm
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,

@@ -190,18 +190,25 @@ def test_eval_path_equals_pil_eval_transform(images, cache) -> None:
     assert labels.tolist() == [s.label for s in images]
 
 
-def test_train_loader_shuffles_drops_last_and_keeps_labels(images, cache) -> None:
+def test_train_loader_shuffles_keeps_every_image_and_drops_only_a_lone_last_one(images, cache) -> None:
     rows = cache.indices_of(images)
     gen = torch.Generator().manual_seed(3)
     loader = DeviceLoader(cache, rows, batch_size=4, train=True, img_size=CROP, device=torch.device("cpu"),
                           color_jitter=0.0, generator=gen)
-    assert len(loader) == 1  # 6 images, batch 4, incomplete last batch dropped
-    seen = []
+    assert len(loader) == 2  # 6 images, batch 4: a full batch and a batch of 2, every image once per epoch
+    firsts = []
     for _ in range(4):
+        sizes, labels = [], []
         for x, y in loader:
-            assert x.shape == (4, 3, CROP, CROP) and y.dtype == torch.int64
-            seen.append(tuple(sorted(y.tolist())))
-    assert len(set(seen)) > 1  # a different subset each epoch
+            assert x.shape[1:] == (3, CROP, CROP) and y.dtype == torch.int64
+            sizes.append(len(y))
+            labels += y.tolist()
+        assert sizes == [4, 2] and sorted(labels) == sorted(s.label for s in images)
+        firsts.append(tuple(labels[:4]))
+    assert len(set(firsts)) > 1  # shuffled: a different first batch across epochs
+    lone = DeviceLoader(cache, rows[:5], batch_size=4, train=True, img_size=CROP, device=torch.device("cpu"),
+                        color_jitter=0.0, generator=gen)
+    assert len(lone) == 1 and [len(y) for _, y in lone] == [4]  # a batch of 1 would break BatchNorm
 
 
 # ---------------------------------------------------------------- engine wiring

@@ -176,7 +176,7 @@ class DeviceLoader:
         self.batch_size, self.train, self.img_size = int(batch_size), bool(train), int(img_size)
         self.device, self.jitter, self.channels_last = torch.device(device), float(color_jitter), bool(channels_last)
         self.generator, self.prefetch = generator, max(1, int(prefetch))
-        self.drop_last = self.train and len(self.rows) > self.batch_size
+        self.drop_last = self.train and len(self.rows) % self.batch_size == 1  # only a lone last image (BatchNorm)
         self._eval_offsets = None if train else cache.eval_offsets(self.rows, self.img_size)
         self._labels = torch.from_numpy(np.asarray(cache.labels, dtype=np.int64))
 
