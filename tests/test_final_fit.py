@@ -111,7 +111,8 @@ def test_a_search_with_reruns_and_two_final_seeds_tests_each_final_model_once(tm
     space = tmp_path / "tiny.yaml"
     space.write_text(yaml.safe_dump({**TINY, "fixed": FIXED}, sort_keys=False))
     log = tmp_path / "evaluations.jsonl"
-    script = f"LOG = {str(log)!r}\nCLI = {CLI!r}\n" + COUNTING
+    repo = str(Path(CLI).parent)  # `python -c` puts the cwd (tmp_path) on sys.path, not the repository
+    script = f"import sys\nsys.path.insert(0, {repo!r})\nLOG = {str(log)!r}\nCLI = {CLI!r}\n" + COUNTING
     done = subprocess.run([sys.executable, "-c", script, "--space", str(space), "--storage", str(tmp_path / "r"),
                            "--name", "ff", "--num-samples", "2", "--max-epochs", "1", "--max-concurrent", "2",
                            "--wandb", "off", "--final-fit", "full", "--final-seeds", "2", "--rerun-top", "2",
