@@ -11,6 +11,7 @@ Stages (each writes under benchmarks/results_search/ and can be rerun alone):
               anytime plots (search_efficiency.*, anytime_*.png).
   --live S    one real ``run_search.py`` search per strategy S (comma-separated
               names, or "all") at the same budget; appended to live.csv.
+              ``--live report`` sets each beside its replay range (live_check.md).
 
   python benchmarks/bench_search.py --pool 20 && python benchmarks/bench_search.py --replay
 """
@@ -215,13 +216,29 @@ def live_stage(names: list[str], grace: int) -> None:
         print(row, flush=True)
 
 
+def live_report() -> None:
+    """Each live search beside its strategy's replay distribution (live_check.md)."""
+    replays = list(csv.DictReader((RESULTS / "replay_runs.csv").open()))
+    rows = []
+    for live in csv.DictReader((RESULTS / "live.csv").open()):
+        finals = sorted(float(r["final_best"]) for r in replays if r["strategy"] == live["strategy"])
+        acc = float(live["best_val_acc"])
+        rows.append({"strategy": live["strategy"], "live_best_val_acc": acc, "live_trials": live["trials"],
+                     "live_trial_epochs": live["trial_epochs"], "live_wall_s": live["wall_s"],
+                     "replay_min": min(finals), "replay_max": max(finals),
+                     "replay_seeds_at_or_below_live": f"{sum(f <= acc for f in finals)}/{len(finals)}",
+                     "inside": min(finals) <= acc <= max(finals)})
+    (RESULTS / "live_check.md").write_text(f"# Live searches against the replay ({MACHINE})\n\n" + markdown(rows))
+    print(markdown(rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pool", type=int, metavar="N", help="train N drawn configurations (+ seeds) to full length")
     ap.add_argument("--workers", type=int, default=2, help="pool runs at once")
     ap.add_argument("--replay", action="store_true", help="tables, grace rule and replays from pool.jsonl")
     ap.add_argument("--seeds", type=int, default=REPLAY_SEEDS, help="searcher seeds per strategy in the replay")
-    ap.add_argument("--live", metavar="STRATEGIES", help="comma-separated strategy names, or all")
+    ap.add_argument("--live", metavar="STRATEGIES", help="comma-separated strategy names, all, or report (live_check.md)")
     ap.add_argument("--grace", type=int, default=3, help="ASHA grace of the live searches (the auto value)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="results folder")
     args = ap.parse_args()
@@ -231,7 +248,9 @@ def main() -> None:
         pool_stage(args.pool, args.workers)
     if args.replay:
         replay_stage(args.seeds)
-    if args.live:
+    if args.live == "report":
+        live_report()
+    elif args.live:
         names = [s.name for s in STRATEGIES] if args.live == "all" else args.live.split(",")
         live_stage(names, args.grace)
 
