@@ -196,7 +196,8 @@ def replay_stage(seeds: int) -> None:
         f"Target: random search's mean final best {target:.4f}. Machine: {MACHINE}.\n\n" + markdown(table))
     anytime_plot(replays, "epochs", "cumulative trial-epochs", RESULTS / "anytime_epochs.png")
     anytime_plot(replays, "wall", "wall time of the replayed search (s)", RESULTS / "anytime_wall.png")
-    per_seed = [{"strategy": k, "seed": i, "final_best": r.final_best, "budget_to_random_best": r.budget_to_reach(target),
+    per_seed = [{"strategy": k, "seed": i, "final_best": r.final_best,
+                 "budget_to_random_best": r.budget_to_reach(target),
                  "trials": len(r.trials)} for k, reps in replays.items() for i, r in enumerate(reps)]
     write_csv(RESULTS / "replay_runs.csv", per_seed)
     print(markdown(table))
@@ -238,7 +239,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="pool runs at once")
     ap.add_argument("--replay", action="store_true", help="tables, grace rule and replays from pool.jsonl")
     ap.add_argument("--seeds", type=int, default=REPLAY_SEEDS, help="searcher seeds per strategy in the replay")
-    ap.add_argument("--live", metavar="STRATEGIES", help="comma-separated strategy names, all, or report (live_check.md)")
+    ap.add_argument("--live", metavar="STRATEGIES",
+                    help="comma-separated strategy names, all, or report (live_check.md)")
     ap.add_argument("--grace", type=int, default=3, help="ASHA grace of the live searches (the auto value)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="results folder")
     args = ap.parse_args()

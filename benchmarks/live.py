@@ -34,6 +34,7 @@ def live_search(strategy: Strategy, trials: int, grace: int, seed: int = 0) -> d
                                f"\n{proc.stderr[-3000:]}")
         rows = list(csv.DictReader(board.open()))
     accs = [float(r["best_val_acc"]) for r in rows if r["best_val_acc"]]
-    return {"strategy": strategy.name, "seed": seed, "trials": len(rows), "grace": grace if strategy.scheduler == "asha" else "",
+    return {"strategy": strategy.name, "seed": seed, "trials": len(rows),
+            "grace": grace if strategy.scheduler == "asha" else "",
             "trial_epochs": sum(int(r["epochs_run"]) for r in rows), "best_val_acc": round(max(accs), 4),
             "wall_s": round(wall)}

@@ -67,7 +67,8 @@ def test_asha_rule_decides_as_rays_scheduler(grace: int, max_t: int, rf: float) 
         i = rng.choice(sorted(live))
         epoch[i] += 1
         value = round(rng.random(), 2)
-        ray_stop = ray_asha.on_trial_result(None, trials[i], {"epoch": epoch[i], "val_acc": value}) == TrialScheduler.STOP
+        result = {"epoch": epoch[i], "val_acc": value}
+        ray_stop = ray_asha.on_trial_result(None, trials[i], result) == TrialScheduler.STOP
         assert mine.stop(i, epoch[i], value) == ray_stop
         decisions += ray_stop and epoch[i] < max_t
         if ray_stop:
