@@ -226,7 +226,7 @@ def live_report() -> None:
         acc = float(live["best_val_acc"])
         rows.append({"strategy": live["strategy"], "live_best_val_acc": acc, "live_trials": live["trials"],
                      "live_trial_epochs": live["trial_epochs"], "live_wall_s": live["wall_s"],
-                     "replay_min": min(finals), "replay_max": max(finals),
+                     "replay_min": round(min(finals), 4), "replay_max": round(max(finals), 4),
                      "replay_seeds_at_or_below_live": f"{sum(f <= acc for f in finals)}/{len(finals)}",
                      "inside": min(finals) <= acc <= max(finals)})
     (RESULTS / "live_check.md").write_text(f"# Live searches against the replay ({MACHINE})\n\n" + markdown(rows))
