@@ -6,6 +6,7 @@ Stages (each writes under benchmarks/results_search/ and can be rerun alone):
               the demo's space (seed 0), then the pool's winner (5 seeds), and both
               under the demo's previous recipe (5 seeds each), to full length with
               ``python -m fgmodels.train`` (no Ray); cached in pool.jsonl, resumable.
+  --long      the pool's winner with 5 seeds and 20 epochs (seed spread of longer training).
   --replay    seed_spread.*, grace_rule.md, replay of every strategy at the same
               budget in trial-epochs on the pool (benchmarks/replay.py), tables and
               anytime plots (search_efficiency.*, anytime_*.png).
@@ -61,6 +62,14 @@ def pool_stage(n: int, workers: int) -> None:
     sp.run_jobs(jobs, POOL, workers)
 
 
+def long_stage(workers: int) -> None:
+    """The winner with 5 seeds and twice the epochs: does longer training shrink the seed spread?"""
+    space = sp.demo_space()
+    win = winner(sp.load(POOL))
+    sp.run_jobs([sp.Job("winner", "after, 20 epochs", s, win, sp.full_config(space, win, "after, 20 epochs", s))
+                 for s in SEEDS], POOL, workers)
+
+
 def winner(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The search's pick: the seed-0 configuration with the best val_acc (as the leaderboard ranks)."""
     pool = [r for r in rows if r["recipe"] == "after" and r["seed"] == 0 and r["role"] in ("pool", "paper")]
@@ -82,7 +91,7 @@ def pool_entries(rows: list[dict[str, Any]]) -> list[PoolEntry]:
 def seed_spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Best val_acc per seed of the paper point and the winner, before and after the recipe change."""
     out = []
-    for recipe in ("before", "after"):
+    for recipe in sp.RECIPES:
         for role in ("paper", "winner"):
             win = winner(rows)
             runs = [r for r in rows if r["recipe"] == recipe and (
@@ -236,6 +245,7 @@ def live_report() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pool", type=int, metavar="N", help="train N drawn configurations (+ seeds) to full length")
+    ap.add_argument("--long", action="store_true", help="the pool's winner with 5 seeds and 20 epochs")
     ap.add_argument("--workers", type=int, default=2, help="pool runs at once")
     ap.add_argument("--replay", action="store_true", help="tables, grace rule and replays from pool.jsonl")
     ap.add_argument("--seeds", type=int, default=REPLAY_SEEDS, help="searcher seeds per strategy in the replay")
@@ -248,6 +258,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.pool:
         pool_stage(args.pool, args.workers)
+    if args.long:
+        long_stage(args.workers)
     if args.replay:
         replay_stage(args.seeds)
     if args.live == "report":
