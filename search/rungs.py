@@ -13,6 +13,7 @@ For every epoch e, the Spearman rank correlation between val_acc at e and
 A rung whose correlation is near 1 ranks trials as their end does: stopping
 there loses little. Written to ``rung_correlation.json`` and drawn in
 ``rung_correlation.png``.
+:mod:`search.grace` turns these rows into ``--grace-period auto``.
 """
 from __future__ import annotations
 
@@ -84,3 +85,4 @@ def write_rung_correlation(records: list[TrialRecord], max_epochs: int, folder: 
     text = "rank correlation of val_acc at each epoch with the end (Spearman; final | best): " + ", ".join(
         f"e{r['epoch']} {show(r['final'])} | {show(r['best'])}" for r in rows)
     return rows, text
+

@@ -52,9 +52,11 @@ def test_a_real_search_keeps_full_checkpoints_only_for_its_top_trials(tmp_path: 
              "first": [{"lr": 1.0e-6}, {"lr": 5.0e-3}]}
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump(space, sort_keys=False))
+    # --set keeps the space's small synthetic set (the CPU demo's defaults would enlarge it)
     args = [sys.executable, CLI, "--space", str(space_file), "--storage", str(tmp_path / "r"), "--name", "disk",
             "--num-samples", "6", "--max-epochs", "4", "--grace-period", "1", "--reduction-factor", "2",
-            "--max-concurrent", "2", "--keep-checkpoints", "2", "--wandb", "off"]
+            "--max-concurrent", "2", "--keep-checkpoints", "2", "--wandb", "off",
+            "--set", "synthetic_per_class=30", "--set", "val_fraction=0.2"]
     dry = subprocess.run(args + ["--dry-run", "--name", "dry"], capture_output=True, text=True, env=ENV, timeout=300)
     assert dry.returncode == 0 and "GiB of checkpoints at most" in dry.stdout, dry.stderr[-2000:]
     done = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=900)

@@ -126,10 +126,12 @@ def test_a_real_search_reports_costs_front_rungs_and_its_ensemble(tmp_path: Path
              "first": [{"lr": 5.0e-3}]}
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(yaml.safe_dump(space, sort_keys=False))
+    # --set keeps the space's small synthetic set (the CPU demo's defaults would enlarge it)
     done = subprocess.run([sys.executable, CLI, "--space", str(space_file), "--storage", str(tmp_path / "r"),
                            "--name", "ens", "--num-samples", "4", "--max-epochs", "3", "--grace-period", "1",
                            "--max-concurrent", "2", "--keep-checkpoints", "2", "--ensemble", "2",
-                           "--objective", "val_acc,latency", "--wandb", "off"],
+                           "--objective", "val_acc,latency", "--wandb", "off",
+                           "--set", "synthetic_per_class=20", "--set", "val_fraction=0.2"],
                           capture_output=True, text=True, env=ENV, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     exp = tmp_path / "r" / "ens"

@@ -45,7 +45,7 @@ def test_help_states_the_defaults_the_plan_really_uses() -> None:
     demo, _ = _cpu_plan()
     full, _ = resolve_plan(dict(BASE), load_space("gholm"), gpus=1, cpus=16)
     for flag, field in [("--num-samples", "num_samples"), ("--max-epochs", "max_epochs"),
-                        ("--grace-period", "grace_period"), ("--reduction-factor", "reduction_factor"),
+                        ("--reduction-factor", "reduction_factor"),
                         ("--cpus-per-trial", "cpus_per_trial"), ("--max-concurrent", "max_concurrent")]:
         said = re.search(re.escape(flag) + r" [A-Z_]+ .*?\(CPU demo: ([0-9.]+);", text)
         assert said, flag
@@ -53,7 +53,10 @@ def test_help_states_the_defaults_the_plan_really_uses() -> None:
     assert re.search(r"--num-samples [A-Z_]+ .*?otherwise: (\d+)\)", text).group(1) == str(full.num_samples)
     assert full.max_epochs == 40 and "otherwise: the space's epochs" in text  # gholm.yaml's epochs
     # a plan file written without a field takes the dataclass default: the demo's value, not another number
-    assert SearchPlan(space="s", name="n", storage="/x").max_epochs == demo.max_epochs == 12
+    assert SearchPlan(space="s", name="n", storage="/x").max_epochs == demo.max_epochs == 10
+    # --grace-period says auto for the demo, and the demo's plan resolved it to a number
+    assert re.search(r"--grace-period [A-Z_]+ [^(]*\(measured, see docs/searchers.md\) \(CPU demo: auto;", text)
+    assert demo.grace_auto and isinstance(demo.grace_period, int)
 
 
 def test_argparse_and_resume_notes_follow_the_declarations() -> None:

@@ -58,3 +58,47 @@ def test_rung_correlations_equal_scipy_on_a_fixed_table(tmp_path: Path) -> None:
 def test_too_few_trials_give_no_number() -> None:
     rows = rung_correlations(_records()[:2], 3)
     assert all(r["final"] is None and r["best"] is None for r in rows)
+
+
+# finals t1 > t2 > t3 > t4; Spearman (no ties) = 1 - 6 sum(d^2) / (n (n^2 - 1)), n = 4:
+# e1 ranks 1,3,2,4 -> -0.8; e2 3,4,2,1 -> 0.8; e3 3,4,1,2 -> 0.6; e4 4,3,2,1 -> 1; e5 the end -> 1
+GRACE_CURVES = {"t1": [0.1, 0.5, 0.4, 0.8, 0.9], "t2": [0.3, 0.6, 0.6, 0.65, 0.7],
+                "t3": [0.2, 0.3, 0.2, 0.4, 0.5], "t4": [0.4, 0.2, 0.3, 0.35, 0.3]}
+
+
+def test_grace_rule_on_a_fixed_table_of_curves() -> None:
+    from search.grace import first_reliable_epoch
+
+    records = [TrialRecord(trial_id=t, method="baseline", config={}, knobs={}, curve=list(enumerate(c, 1)),
+                           status=COMPLETED, best_val_acc=max(c), best_epoch=c.index(max(c)) + 1, epochs_run=5)
+               for t, c in GRACE_CURVES.items()]
+    rows = rung_correlations(records, 5)
+    assert [round(r["final"], 6) for r in rows] == [-0.8, 0.8, 0.6, 1.0, 1.0]
+    assert first_reliable_epoch(rows) == 4  # e2 passes 0.7 but e3 falls back: the rung goes at e4
+    assert first_reliable_epoch(rows, threshold=0.5) == 2
+    assert first_reliable_epoch([{"epoch": 1, "final": None}, {"epoch": 2, "final": 0.65}]) is None
+
+
+@pytest.mark.parametrize("max_epochs,fraction,grace", [(10, 0.3, 3), (12, 0.3, 4), (5, 0.3, 2), (2, 0.1, 1),
+                                                       (4, 1.0, 4), (30, 0.25, 8)])
+def test_auto_grace_is_the_fraction_rounded_half_up(max_epochs: int, fraction: float, grace: int) -> None:
+    from search.grace import auto_grace
+
+    assert auto_grace(max_epochs, fraction) == grace
+
+
+def test_grace_auto_resolves_on_the_command_line_and_says_why(tmp_path: Path) -> None:
+    from search.options import build_parser
+    from search.plan import describe_plan, resolve_plan
+    from search.spaces import load_space
+
+    parser = build_parser("x", "", "")
+    assert parser.parse_args(["--space", "gholm", "--grace-period", "auto"]).grace_period == "auto"
+    assert parser.parse_args(["--space", "gholm", "--grace-period", "5"]).grace_period == 5
+    opts = {"space": "gholm", "name": "g", "storage": str(tmp_path), "wandb": "off", "max_epochs": 20,
+            "grace_period": "auto"}
+    plan, _ = resolve_plan(opts, load_space("gholm"), gpus=1, cpus=4)
+    assert (plan.grace_period, plan.grace_auto) == (6, True)  # 0.3 x 20
+    assert "--grace-period auto = 6" in describe_plan(plan)
+    plan, _ = resolve_plan({**opts, "grace_period": 2}, load_space("gholm"), gpus=1, cpus=4)
+    assert (plan.grace_period, plan.grace_auto) == (2, False) and "--grace-period auto" not in describe_plan(plan)

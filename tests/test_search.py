@@ -63,11 +63,13 @@ def space_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cpu_defaults_make_a_small_real_search() -> None:
     space = load_space("gholm")
     plan, applied = resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere"}, space, gpus=0, cpus=2)
-    assert (plan.num_samples, plan.max_epochs, plan.grace_period, plan.reduction_factor) == (8, 12, 1, 2.0)
+    # grace: --grace-period auto, 0.3 x 10 epochs
+    assert (plan.num_samples, plan.max_epochs, plan.grace_period, plan.reduction_factor) == (8, 10, 3, 2.0)
+    assert plan.grace_auto
     assert (plan.max_concurrent, plan.cpus_per_trial, plan.gpus_per_trial, plan.smoke) == (2, 1.0, 0.0, True)
     assert applied.fixed["backbone"] == "test_resnet"  # smoke section applied
-    assert applied.fixed["epochs"] == 12 and applied.fixed["max_train_batches"] == CPU_OVERRIDES["max_train_batches"]
-    assert all(cfg["epochs"] == 12 for cfg in applied.first)
+    assert applied.fixed["epochs"] == 10 and applied.fixed["max_train_batches"] == CPU_OVERRIDES["max_train_batches"]
+    assert all(cfg["epochs"] == 10 for cfg in applied.first)
     # with a GPU the same space plans a full search: no smoke, the space's own epochs
     gplan, gapplied = resolve_plan({"space": "gholm", "name": "x", "storage": "/tmp/nowhere"}, space, gpus=1, cpus=16)
     assert (gplan.smoke, gplan.gpus_per_trial, gplan.max_epochs) == (False, 1.0, 40)
@@ -76,6 +78,7 @@ def test_cpu_defaults_make_a_small_real_search() -> None:
 
 @pytest.mark.parametrize("opts, option", [
     ({"grace_period": 7, "max_epochs": 6}, "--grace-period"),
+    ({"grace_period": "soon"}, "--grace-period"),
     ({"reduction_factor": 1.0}, "--reduction-factor"),
     ({"gpus_per_trial": 1.0}, "--gpus-per-trial"),
     ({"cpus_per_trial": 3.0}, "--cpus-per-trial"),

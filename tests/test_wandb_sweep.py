@@ -237,7 +237,7 @@ def test_a_real_offline_search_prints_both_commands_and_the_second_creates_the_s
     calls = tmp_path / "calls.jsonl"
     argv = shlex.split(sweep_line)[3:]  # after "python -m search.wandb_sweep"
     made = subprocess.run([sys.executable, "-c", FAKE_WANDB_MODULE, *argv], capture_output=True, text=True,
-                          cwd=tmp_path, env={**env, "SWEEP_CALLS": str(calls)}, timeout=300)
+                          cwd=Path(CLI).parent, env={**env, "SWEEP_CALLS": str(calls)}, timeout=300)  # as printed: from the repo
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     [call] = [json.loads(line) for line in calls.read_text().splitlines()]
     assert sorted(call["prior_runs"]) == sorted(run.run_id for run in runs)
