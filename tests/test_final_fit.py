@@ -116,7 +116,10 @@ def test_a_search_with_reruns_and_two_final_seeds_tests_each_final_model_once(tm
     done = subprocess.run([sys.executable, "-c", script, "--space", str(space), "--storage", str(tmp_path / "r"),
                            "--name", "ff", "--num-samples", "2", "--max-epochs", "1", "--max-concurrent", "2",
                            "--wandb", "off", "--final-fit", "full", "--final-seeds", "2", "--rerun-top", "2",
-                           "--rerun-seeds", "1", "--ensemble", "2", "--keep-checkpoints", "2"], capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
+                           "--rerun-seeds", "1", "--ensemble", "2", "--keep-checkpoints", "2",
+                           # --set keeps the space's small synthetic set (the CPU demo's defaults would enlarge it)
+                           "--set", f"synthetic_per_class={PER_CLASS}", "--set", "val_fraction=0.2"],
+                          capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     exp = tmp_path / "r" / "ff"
     result = json.loads((exp / "test_result.json").read_text())
@@ -186,7 +189,8 @@ def test_resume_continues_an_interrupted_final_fit(tmp_path: Path) -> None:
     space.write_text(yaml.safe_dump({**TINY, "fixed": {**FIXED, "step_delay_s": 0.3}}, sort_keys=False))
     storage, first = tmp_path / "r", tmp_path / "first.log"
     cmd = [sys.executable, CLI, "--space", str(space), "--storage", str(storage), "--name", "rf", "--num-samples", "1",
-           "--max-epochs", "3", "--grace-period", "3", "--wandb", "off", "--final-fit", "full"]
+           "--max-epochs", "3", "--grace-period", "3", "--wandb", "off", "--final-fit", "full",
+           "--set", f"synthetic_per_class={PER_CLASS}", "--set", "val_fraction=0.2"]  # the small set, not the demo's
     with open(first, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=ENV,
                                 start_new_session=True)
