@@ -186,7 +186,7 @@ def test_a_search_with_reruns_and_two_final_seeds_tests_each_final_model_once(tm
 @pytest.mark.slow
 def test_resume_continues_an_interrupted_final_fit(tmp_path: Path) -> None:
     space = tmp_path / "tiny.yaml"
-    space.write_text(yaml.safe_dump({**TINY, "fixed": {**FIXED, "step_delay_s": 0.3}}, sort_keys=False))
+    space.write_text(yaml.safe_dump({**TINY, "fixed": {**FIXED, "step_delay_s": 0.6}}, sort_keys=False))
     storage, first = tmp_path / "r", tmp_path / "first.log"
     cmd = [sys.executable, CLI, "--space", str(space), "--storage", str(storage), "--name", "rf", "--num-samples", "1",
            "--max-epochs", "3", "--grace-period", "3", "--wandb", "off", "--final-fit", "full",
@@ -198,7 +198,9 @@ def test_resume_continues_an_interrupted_final_fit(tmp_path: Path) -> None:
             deadline = time.time() + 300
             while time.time() < deadline and proc.poll() is None and "[final fit] trial" not in first.read_text():
                 time.sleep(0.2)
-            while time.time() < deadline and proc.poll() is None and " epoch 1/3 " not in first.read_text().split(
+            # Ray prints a result before it registers the result's checkpoint: wait for epoch 2's line, by which
+            # time epoch 1's checkpoint is registered, and interrupt during epoch 3
+            while time.time() < deadline and proc.poll() is None and " epoch 2/3 " not in first.read_text().split(
                     "[final fit] starting")[-1]:
                 time.sleep(0.2)
             os.killpg(proc.pid, signal.SIGINT)
